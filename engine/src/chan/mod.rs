@@ -1,0 +1,581 @@
+//! The concurrent channel over the [policy core](crate::core): cloneable senders and receivers,
+//! one mutex around the core and its wait lists, wakeups without allocation.
+
+mod waiters;
+
+use std::fmt;
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+
+use tokio::time::Instant;
+
+use crate::config::{ClassId, Config};
+use crate::core::{Core, DeadLetter, Delivery, Pop};
+use crate::error::{ReserveError, SendError, TryRecvError, TrySendError};
+use crate::ledger::Stats;
+use crate::sync::{Arc, Mutex, MutexGuard, block_on, lock};
+use waiters::{Ticket, Waiters};
+
+/// Where dead letters go. Called outside the channel's lock, on the thread whose operation
+/// produced the dead letter (a sender for `Shed`, a receiver for `Expired`/`Codel`, the last
+/// receiver's drop for `Closed`).
+///
+/// The call cannot refuse: once the engine has handed the event over, the event and its reason are
+/// the sink's. A sink backed by a bounded buffer decides itself what to do when it is full
+/// (block, spill, or count and drop) — the channel's ledger has already counted the dead letter.
+/// Any `Fn(DeadLetter<E>) + Send + Sync` closure is a sink.
+pub trait DeadLetterSink<E>: Send + Sync {
+    /// Takes one dead letter.
+    fn dead_letter(&self, letter: DeadLetter<E>);
+}
+
+impl<E, F> DeadLetterSink<E> for F
+where
+    F: Fn(DeadLetter<E>) + Send + Sync,
+{
+    fn dead_letter(&self, letter: DeadLetter<E>) {
+        self(letter)
+    }
+}
+
+/// Creates a channel whose dead letters are counted in the ledger and then dropped (a `debug`
+/// trace says so). Use [`channel_with_sink`] to receive them.
+///
+/// # Examples
+///
+/// ```
+/// use veltrix_engine::{channel, ClassId, Config};
+///
+/// let (tx, rx) = channel::<u64>(&Config::default());
+/// tx.try_send(7, ClassId::SHEDDABLE).unwrap();
+/// tx.try_send(1, ClassId::CRITICAL_PLUS).unwrap();
+/// assert_eq!(rx.try_recv().unwrap().event, 1, "the critical event goes first");
+/// ```
+pub fn channel<E: Send + 'static>(config: &Config) -> (Sender<E>, Receiver<E>) {
+    build(config, None)
+}
+
+/// Creates a channel that hands every dead letter to `sink`.
+pub fn channel_with_sink<E: Send + 'static>(
+    config: &Config,
+    sink: impl DeadLetterSink<E> + 'static,
+) -> (Sender<E>, Receiver<E>) {
+    build(config, Some(Box::new(sink)))
+}
+
+fn build<E: Send + 'static>(config: &Config, sink: Option<Box<dyn DeadLetterSink<E>>>) -> (Sender<E>, Receiver<E>) {
+    let classes = config.len();
+    let state = State {
+        core: Core::new(config),
+        waiters: Waiters::new(classes + 1),
+        senders: 1,
+        receivers: 1,
+        recv_list: classes,
+    };
+    let shared = Arc::new(Shared { state: Mutex::new(state), sink });
+    (Sender { shared: shared.clone() }, Receiver { shared })
+}
+
+struct Shared<E> {
+    state: Mutex<State<E>>,
+    sink: Option<Box<dyn DeadLetterSink<E>>>,
+}
+
+struct State<E> {
+    core: Core<E, Instant>,
+    /// Lists `0..classes` hold senders blocked on that class; list `recv_list` holds receivers.
+    waiters: Waiters,
+    senders: usize,
+    receivers: usize,
+    recv_list: usize,
+}
+
+impl<E> State<E> {
+    /// After class `k` lost an event or a reservation: wake one blocked sender of `k` and of each
+    /// less critical class whose offer can now make progress (admission is in criticality order,
+    /// so a slot freed in `k` may unblock them all). A woken sender that succeeds chains this.
+    fn kick_senders(&mut self, k: usize) {
+        for j in k..self.recv_list {
+            let class = ClassId::new(j);
+            if self.waiters.has_waiters(j) && !self.core.would_wait(class) {
+                self.waiters.notify_one(j);
+            }
+        }
+    }
+
+    /// After an event was queued or taken: wake one receiver if there is something for it.
+    fn kick_receivers(&mut self) {
+        if self.core.has_queued() || self.core.is_drained() {
+            self.waiters.notify_one(self.recv_list);
+        }
+    }
+
+    /// Passes on a wakeup that a dropped or failed future did not use.
+    fn forward(&mut self, list: Option<usize>) {
+        match list {
+            Some(l) if l == self.recv_list => self.kick_receivers(),
+            Some(k) => self.kick_senders(k),
+            None => {}
+        }
+    }
+}
+
+impl<E> Shared<E> {
+    fn lock(&self) -> MutexGuard<'_, State<E>> {
+        lock(&self.state)
+    }
+
+    fn dead_letter(&self, letter: Option<DeadLetter<E>>) {
+        let Some(letter) = letter else { return };
+        match &self.sink {
+            Some(sink) => sink.dead_letter(letter),
+            None => {
+                tracing::debug!(class = letter.class.index(), reason = %letter.reason, "dead letter dropped: no sink configured")
+            }
+        }
+    }
+
+    /// Reserves a slot, then runs `fill` under the same lock; registers `ticket` if the class is
+    /// full and `wait` is set.
+    fn poll_reserve<R>(
+        &self,
+        cx: Option<&mut Context<'_>>,
+        class: ClassId,
+        ticket: &mut Ticket,
+        fill: impl FnOnce(&mut State<E>) -> (R, Option<DeadLetter<E>>),
+    ) -> Poll<Result<R, ReserveError>> {
+        let mut st = self.lock();
+        match st.core.try_reserve(class) {
+            Ok(shed) => {
+                st.waiters.release(ticket);
+                let (out, closed) = fill(&mut st);
+                st.kick_senders(class.index());
+                drop(st);
+                self.dead_letter(shed);
+                self.dead_letter(closed);
+                Poll::Ready(Ok(out))
+            }
+            Err(ReserveError::Full) => match cx {
+                Some(cx) => {
+                    st.waiters.wait(ticket, class.index(), cx.waker());
+                    Poll::Pending
+                }
+                None => {
+                    st.core.refuse_full(class);
+                    Poll::Ready(Err(ReserveError::Full))
+                }
+            },
+            Err(e) => {
+                let unused = st.waiters.release(ticket);
+                st.forward(unused);
+                Poll::Ready(Err(e))
+            }
+        }
+    }
+
+    fn commit(&self, st: &mut State<E>, class: ClassId, event: E, deadline: Option<Instant>) -> Option<DeadLetter<E>> {
+        let closed = st.core.commit(class, event, deadline, Instant::now());
+        st.kick_receivers();
+        closed
+    }
+
+    /// Pops up to `limit` deliveries into `out` (dead letters at the head go to the sink);
+    /// registers `ticket` if there is nothing and `cx` is given.
+    fn poll_pop(
+        &self,
+        cx: Option<&mut Context<'_>>,
+        ticket: &mut Ticket,
+        limit: usize,
+        mut out: impl FnMut(Delivery<E>),
+    ) -> Poll<usize> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let mut got = 0;
+        while got < limit {
+            match st.core.pop(now) {
+                Some(Pop::Deliver(d)) => {
+                    st.kick_senders(d.class.index());
+                    out(d);
+                    got += 1;
+                }
+                Some(Pop::Dead(dead)) => {
+                    st.kick_senders(dead.class.index());
+                    drop(st);
+                    self.dead_letter(Some(dead));
+                    st = self.lock();
+                }
+                None => break,
+            }
+        }
+        if got > 0 || st.core.is_drained() {
+            st.waiters.release(ticket);
+            st.kick_receivers();
+            return Poll::Ready(got);
+        }
+        if let Some(cx) = cx {
+            let list = st.recv_list;
+            st.waiters.wait(ticket, list, cx.waker());
+        }
+        Poll::Pending
+    }
+
+    /// A future dropped before completion gives its slot back (and any unused wakeup).
+    fn cancel_wait(&self, ticket: &mut Ticket) {
+        if ticket.is_registered() {
+            let mut st = self.lock();
+            let unused = st.waiters.release(ticket);
+            st.forward(unused);
+        }
+    }
+}
+
+/// Releases a waiting future's ticket when the future is dropped (cancel safety).
+struct WaitGuard<'a, E> {
+    shared: &'a Shared<E>,
+    ticket: Ticket,
+}
+
+impl<E> Drop for WaitGuard<'_, E> {
+    fn drop(&mut self) {
+        self.shared.cancel_wait(&mut self.ticket);
+    }
+}
+
+/// The sending half; clone it for more producers. Dropping the last sender closes the channel
+/// (receivers drain what is queued, then get `None`).
+pub struct Sender<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> fmt::Debug for Sender<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+impl<E> Clone for Sender<E> {
+    fn clone(&self) -> Self {
+        self.shared.lock().senders += 1;
+        Sender { shared: self.shared.clone() }
+    }
+}
+
+impl<E> Drop for Sender<E> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.senders -= 1;
+        if st.senders == 0 {
+            st.core.close();
+            let list = st.recv_list;
+            st.waiters.notify_all(list);
+        }
+    }
+}
+
+/// A reserved slot in one class: [`Permit::send`] cannot fail. Dropping it unused gives the slot back.
+pub struct Permit<'a, E> {
+    sender: &'a Sender<E>,
+    class: ClassId,
+}
+
+impl<E> fmt::Debug for Permit<'_, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Permit").field("class", &self.class).finish_non_exhaustive()
+    }
+}
+
+impl<E> Permit<'_, E> {
+    /// Sends into the reserved slot with the class's default deadline.
+    pub fn send(self, event: E) {
+        self.send_inner(event, None)
+    }
+
+    /// Sends into the reserved slot with an explicit deadline: if it is still queued at
+    /// `deadline`, it goes to the dead letter (`Expired`) and no receiver sees it.
+    pub fn send_with_deadline(self, event: E, deadline: Instant) {
+        self.send_inner(event, Some(deadline))
+    }
+
+    fn send_inner(self, event: E, deadline: Option<Instant>) {
+        let this = std::mem::ManuallyDrop::new(self);
+        let shared = &this.sender.shared;
+        let closed = {
+            let mut st = shared.lock();
+            shared.commit(&mut st, this.class, event, deadline)
+        };
+        shared.dead_letter(closed);
+    }
+}
+
+impl<E> Drop for Permit<'_, E> {
+    fn drop(&mut self) {
+        let mut st = self.sender.shared.lock();
+        st.core.cancel(self.class);
+        st.kick_senders(self.class.index());
+        st.kick_receivers();
+    }
+}
+
+impl<E> Sender<E> {
+    /// Sends `event` in `class`, waiting while the class (or a more critical one) is full under
+    /// [`Backpressure`](crate::OverloadPolicy::Backpressure). Waiting senders of a class are
+    /// served in FIFO order.
+    ///
+    /// # Errors
+    ///
+    /// The event comes back in [`SendError::Closed`] or [`SendError::Rejected`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes sends nothing, gives up its place in the wait
+    /// list, and passes on any wakeup it had received.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub async fn send(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
+        let permit = match self.reserve(class).await {
+            Ok(p) => p,
+            Err(ReserveError::Closed) => return Err(SendError::Closed(event)),
+            Err(_) => return Err(SendError::Rejected(event)),
+        };
+        permit.send(event);
+        Ok(())
+    }
+
+    /// Sends without waiting.
+    ///
+    /// # Errors
+    ///
+    /// The event comes back in [`TrySendError::Full`], [`TrySendError::Closed`] or
+    /// [`TrySendError::Rejected`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn try_send(&self, event: E, class: ClassId) -> Result<(), TrySendError<E>> {
+        let mut ticket = Ticket::default();
+        let mut event = Some(event);
+        let shared = &self.shared;
+        let fill = |st: &mut State<E>| ((), shared.commit(st, class, event.take().expect("filled once"), None));
+        match shared.poll_reserve(None, class, &mut ticket, fill) {
+            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Err(e)) => Err(e.with(event.take().expect("not sent"))),
+            Poll::Pending => unreachable!("no context, no wait"),
+        }
+    }
+
+    /// Blocking [`Sender::send`], for threads outside an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured. Do not call it from an async task: it blocks the thread.
+    pub fn send_blocking(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
+        block_on(self.send(event, class))
+    }
+
+    /// Reserves a slot in `class`, waiting as [`Sender::send`] does.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] or [`ReserveError::Rejected`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub async fn reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
+        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        poll_fn(|cx| guard.shared.poll_reserve(Some(cx), class, &mut guard.ticket, |_| ((), None))).await?;
+        Ok(Permit { sender: self, class })
+    }
+
+    /// Reserves a slot without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Full`], [`ReserveError::Closed`] or [`ReserveError::Rejected`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn try_reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
+        match self.shared.poll_reserve(None, class, &mut Ticket::default(), |_| ((), None)) {
+            Poll::Ready(r) => r.map(|()| Permit { sender: self, class }),
+            Poll::Pending => unreachable!("no context, no wait"),
+        }
+    }
+
+    /// Stops admission; see [`Receiver::close`].
+    pub fn close(&self) {
+        close(&self.shared);
+    }
+
+    /// Whether the channel is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.lock().core.is_closed()
+    }
+
+    /// Events queued in `class`.
+    pub fn len(&self, class: ClassId) -> usize {
+        self.shared.lock().core.len(class)
+    }
+
+    /// Whether nothing is queued in any class.
+    pub fn is_empty(&self) -> bool {
+        !self.shared.lock().core.has_queued()
+    }
+
+    /// `class`'s capacity.
+    pub fn capacity(&self, class: ClassId) -> usize {
+        self.shared.lock().core.capacity(class)
+    }
+
+    /// The ledger snapshot (taken under the lock, so the conservation law holds exactly).
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().core.stats()
+    }
+}
+
+fn close<E>(shared: &Shared<E>) {
+    let mut st = shared.lock();
+    st.core.close();
+    for list in 0..=st.recv_list {
+        st.waiters.notify_all(list);
+    }
+}
+
+/// The receiving half; clone it to share the work among several consumers (each event goes to
+/// exactly one). Dropping the last receiver closes the channel and dead-letters the backlog
+/// (reason `Closed`).
+pub struct Receiver<E> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E> fmt::Debug for Receiver<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Receiver").finish_non_exhaustive()
+    }
+}
+
+impl<E> Clone for Receiver<E> {
+    fn clone(&self) -> Self {
+        self.shared.lock().receivers += 1;
+        Receiver { shared: self.shared.clone() }
+    }
+}
+
+impl<E> Drop for Receiver<E> {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.receivers -= 1;
+        if st.receivers > 0 {
+            return;
+        }
+        st.core.abandon();
+        for list in 0..st.recv_list {
+            st.waiters.notify_all(list);
+        }
+        while let Some(dead) = st.core.pop_abandoned() {
+            drop(st);
+            self.shared.dead_letter(Some(dead));
+            st = self.shared.lock();
+        }
+    }
+}
+
+impl<E> Receiver<E> {
+    /// Receives the scheduler's next event, waiting if none is queued. Expired events and those
+    /// CoDel sheds go to the dead letter on the way.
+    ///
+    /// Returns `None` once the channel is closed (or every sender is gone) and drained.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future loses no event and passes on any wakeup it had received.
+    pub async fn recv(&self) -> Option<Delivery<E>> {
+        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        let mut slot = None;
+        poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, 1, |d| slot = Some(d))).await;
+        slot
+    }
+
+    /// Receives without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TryRecvError::Empty`] or, once closed and drained, [`TryRecvError::Closed`].
+    pub fn try_recv(&self) -> Result<Delivery<E>, TryRecvError> {
+        let mut slot = None;
+        match self.shared.poll_pop(None, &mut Ticket::default(), 1, |d| slot = Some(d)) {
+            Poll::Ready(_) => slot.ok_or(TryRecvError::Closed),
+            Poll::Pending => Err(TryRecvError::Empty),
+        }
+    }
+
+    /// Waits for at least one event, then appends up to `limit` in scheduler order to `buf`
+    /// under one lock acquisition. Returns how many were appended; 0 means closed and drained
+    /// (or `limit == 0`).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Receiver::recv`].
+    pub async fn recv_many(&self, buf: &mut Vec<Delivery<E>>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, limit, |d| buf.push(d))).await
+    }
+
+    /// Blocking [`Receiver::recv`], for threads outside an async runtime.
+    ///
+    /// # Panics
+    ///
+    /// Do not call it from an async task: it blocks the thread.
+    pub fn recv_blocking(&self) -> Option<Delivery<E>> {
+        block_on(self.recv())
+    }
+
+    /// Stops admission: later sends get their event back as `Closed`; blocked senders wake and
+    /// do too. Queued events and open permits still drain to the receivers, which then get `None`.
+    pub fn close(&self) {
+        close(&self.shared);
+    }
+
+    /// Events queued in `class`.
+    pub fn len(&self, class: ClassId) -> usize {
+        self.shared.lock().core.len(class)
+    }
+
+    /// Whether nothing is queued in any class.
+    pub fn is_empty(&self) -> bool {
+        !self.shared.lock().core.has_queued()
+    }
+
+    /// `class`'s capacity.
+    pub fn capacity(&self, class: ClassId) -> usize {
+        self.shared.lock().core.capacity(class)
+    }
+
+    /// The ledger snapshot (taken under the lock, so the conservation law holds exactly).
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().core.stats()
+    }
+
+    /// Asserts the core's invariants (conservation, capacities, internal bookkeeping).
+    ///
+    /// # Panics
+    ///
+    /// If one is broken.
+    pub fn check_invariants(&self) {
+        self.shared.lock().core.check_invariants();
+    }
+}

@@ -1,0 +1,526 @@
+//! The sans-IO policy core: per-class queues, admission, scheduling, CoDel, deadlines and the
+//! ledger. No clock, no I/O, no synchronization: `now` is an argument. The concurrent channel,
+//! the simulator and the proptest state machines all drive this one implementation.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::time::Duration;
+//! use veltrix_engine::{ClassId, Config, core::{Core, Pop}};
+//!
+//! let mut core: Core<&str, Duration> = Core::new(&Config::default());
+//! let now = Duration::ZERO;
+//! core.try_send("bulk", ClassId::SHEDDABLE, None, now).unwrap();
+//! core.try_send("page", ClassId::CRITICAL_PLUS, None, now).unwrap();
+//! match core.pop(now) {
+//!     Some(Pop::Deliver(d)) => assert_eq!(d.event, "page"),
+//!     other => panic!("{other:?}"),
+//! }
+//! core.check_invariants();
+//! ```
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::codel::CodelState;
+use crate::config::{ClassId, Config, OverloadPolicy};
+use crate::error::ReserveError;
+use crate::ledger::{ClassStats, DeadLetterReason, Stats, Timestamp};
+use crate::sched::Scheduler;
+
+/// An event handed to a receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Delivery<E, T = tokio::time::Instant> {
+    /// The event.
+    pub event: E,
+    /// Its class.
+    pub class: ClassId,
+    /// When it was enqueued.
+    pub enqueued_at: T,
+    /// When it expires, if it has a deadline.
+    pub deadline: Option<T>,
+}
+
+impl<E, T> Delivery<E, T> {
+    /// Takes the event out.
+    pub fn into_inner(self) -> E {
+        self.event
+    }
+}
+
+/// An accepted event that will never reach a receiver, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeadLetter<E, T = tokio::time::Instant> {
+    /// The event.
+    pub event: E,
+    /// Its class.
+    pub class: ClassId,
+    /// Why it was dead-lettered.
+    pub reason: DeadLetterReason,
+    /// When it had been enqueued.
+    pub enqueued_at: T,
+}
+
+/// What one [`Core::pop`] step produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pop<E, T = tokio::time::Instant> {
+    /// The scheduler's next event.
+    Deliver(Delivery<E, T>),
+    /// The head of the scheduled class left to the dead letter (expired or CoDel); call `pop` again.
+    Dead(DeadLetter<E, T>),
+}
+
+#[derive(Debug)]
+struct Entry<E, T> {
+    event: E,
+    enqueued_at: T,
+    deadline: Option<T>,
+}
+
+#[derive(Debug)]
+struct Class<E, T> {
+    queue: VecDeque<Entry<E, T>>,
+    capacity: usize,
+    /// Slots held by reservations (permits) not yet committed.
+    reserved: usize,
+    policy: OverloadPolicy,
+    deadline: Option<Duration>,
+    codel: Option<CodelState<T>>,
+    stats: ClassStats,
+}
+
+impl<E, T> Class<E, T> {
+    fn is_full(&self) -> bool {
+        self.queue.len() + self.reserved >= self.capacity
+    }
+}
+
+/// The policy core; see the [module docs](self).
+#[derive(Debug)]
+pub struct Core<E, T> {
+    classes: Box<[Class<E, T>]>,
+    sched: Scheduler,
+    /// Bit k: class k is full (queue + reservations at capacity).
+    full: u32,
+    /// Bit k: class k has queued events.
+    nonempty: u32,
+    reserved: usize,
+    closed: bool,
+    /// Every receiver is gone: commits and the backlog go to the dead letter (`Closed`).
+    abandoned: bool,
+}
+
+impl<E, T: Timestamp> Core<E, T> {
+    /// Allocates every class's queue storage.
+    pub fn new(config: &Config) -> Self {
+        let classes = config
+            .classes()
+            .iter()
+            .map(|spec| Class {
+                queue: VecDeque::with_capacity(spec.capacity),
+                capacity: spec.capacity,
+                reserved: 0,
+                policy: spec.policy,
+                deadline: spec.deadline,
+                codel: spec.codel.map(CodelState::new),
+                stats: ClassStats::default(),
+            })
+            .collect();
+        Core {
+            classes,
+            sched: Scheduler::new(config),
+            full: 0,
+            nonempty: 0,
+            reserved: 0,
+            closed: false,
+            abandoned: false,
+        }
+    }
+
+    /// The number of classes.
+    pub fn classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    fn class_mut(&mut self, class: ClassId) -> &mut Class<E, T> {
+        let n = self.classes.len();
+        self.classes.get_mut(class.index()).unwrap_or_else(|| panic!("{class:?} is not configured ({n} classes)"))
+    }
+
+    /// Whether `class` can take an event without its overload policy: neither it nor any more
+    /// critical class is full, and the core is open.
+    pub fn admissible(&self, class: ClassId) -> bool {
+        let upto = (2u32 << class.index()) - 1;
+        !self.closed && self.full & upto == 0
+    }
+
+    fn update_masks(&mut self, k: usize) {
+        let c = &self.classes[k];
+        let bit = 1 << k;
+        if c.is_full() {
+            self.full |= bit
+        } else {
+            self.full &= !bit
+        }
+        if c.queue.is_empty() { self.nonempty &= !bit } else { self.nonempty |= bit }
+    }
+
+    /// Reserves a slot in `class`, applying its overload policy when it cannot admit. A
+    /// `ShedOldest` class may push its oldest event out, returned as a dead letter.
+    ///
+    /// `Rejected` and `Closed` are final and counted as rejected offers here; `Full` is not
+    /// counted, since a caller may wait and retry: call [`Core::refuse_full`] if it gives up.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError`] as above.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn try_reserve(&mut self, class: ClassId) -> Result<Option<DeadLetter<E, T>>, ReserveError> {
+        let admissible = self.admissible(class);
+        let closed = self.closed;
+        let k = class.index();
+        let c = self.class_mut(class);
+        if closed {
+            c.stats.offered += 1;
+            c.stats.rejected_closed += 1;
+            return Err(ReserveError::Closed);
+        }
+        let mut shed = None;
+        if !admissible {
+            match c.policy {
+                OverloadPolicy::Backpressure => return Err(ReserveError::Full),
+                OverloadPolicy::Reject => {
+                    c.stats.offered += 1;
+                    c.stats.rejected_policy += 1;
+                    return Err(ReserveError::Rejected);
+                }
+                OverloadPolicy::ShedOldest => {
+                    if let Some(old) = c.queue.pop_front() {
+                        c.stats.count_dead(DeadLetterReason::Shed);
+                        shed = Some(DeadLetter {
+                            event: old.event,
+                            class,
+                            reason: DeadLetterReason::Shed,
+                            enqueued_at: old.enqueued_at,
+                        });
+                    }
+                    if c.is_full() {
+                        // Every slot is held by a reservation: nothing to shed.
+                        return Err(ReserveError::Full);
+                    }
+                }
+            }
+        }
+        c.reserved += 1;
+        self.reserved += 1;
+        self.update_masks(k);
+        Ok(shed)
+    }
+
+    /// Counts an offer that a caller finally gave up on after [`ReserveError::Full`].
+    pub fn refuse_full(&mut self, class: ClassId) {
+        let c = self.class_mut(class);
+        c.stats.offered += 1;
+        c.stats.rejected_full += 1;
+    }
+
+    /// Releases a reservation without sending.
+    ///
+    /// # Panics
+    ///
+    /// If `class` holds no reservation.
+    pub fn cancel(&mut self, class: ClassId) {
+        let c = self.class_mut(class);
+        assert!(c.reserved > 0, "cancel without a reservation in {class:?}");
+        c.reserved -= 1;
+        self.reserved -= 1;
+        self.update_masks(class.index());
+    }
+
+    /// Fills a reservation: the event is accepted and queued, with `deadline` or else the class's
+    /// default deadline from `now`. If every receiver is gone, it is dead-lettered (`Closed`) and
+    /// returned.
+    ///
+    /// # Panics
+    ///
+    /// If `class` holds no reservation.
+    pub fn commit(&mut self, class: ClassId, event: E, deadline: Option<T>, now: T) -> Option<DeadLetter<E, T>> {
+        let abandoned = self.abandoned;
+        let c = self.class_mut(class);
+        assert!(c.reserved > 0, "commit without a reservation in {class:?}");
+        c.reserved -= 1;
+        self.reserved -= 1;
+        let c = &mut self.classes[class.index()];
+        c.stats.offered += 1;
+        c.stats.accepted += 1;
+        let out = if abandoned {
+            c.stats.count_dead(DeadLetterReason::Closed);
+            Some(DeadLetter { event, class, reason: DeadLetterReason::Closed, enqueued_at: now })
+        } else {
+            let deadline = deadline.or_else(|| c.deadline.map(|d| now.after(d)));
+            c.queue.push_back(Entry { event, enqueued_at: now, deadline });
+            None
+        };
+        self.update_masks(class.index());
+        out
+    }
+
+    /// Reserve and commit in one step. On refusal the event comes back with the reason; `Full`
+    /// is not counted (see [`Core::try_reserve`]). On success, a dead letter may come back: the
+    /// event this one displaced, or this one if every receiver is gone.
+    ///
+    /// # Errors
+    ///
+    /// The event and a [`ReserveError`].
+    pub fn try_send(
+        &mut self,
+        event: E,
+        class: ClassId,
+        deadline: Option<T>,
+        now: T,
+    ) -> Result<Option<DeadLetter<E, T>>, (E, ReserveError)> {
+        match self.try_reserve(class) {
+            Ok(shed) => {
+                let closed = self.commit(class, event, deadline, now);
+                debug_assert!(shed.is_none() || closed.is_none(), "receivers gone while shedding");
+                Ok(shed.or(closed))
+            }
+            Err(e) => Err((event, e)),
+        }
+    }
+
+    /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired
+    /// at `now`, or shed by CoDel), or `None` when nothing is queued.
+    pub fn pop(&mut self, now: T) -> Option<Pop<E, T>> {
+        let k = self.sched.pick(self.nonempty)?;
+        let class = ClassId::new(k);
+        let c = &mut self.classes[k];
+        let head = c.queue.pop_front().expect("scheduler picked an empty class");
+        let sojourn = now.since(head.enqueued_at);
+        let reason = if head.deadline.is_some_and(|d| d <= now) {
+            Some(DeadLetterReason::Expired)
+        } else if c.codel.as_mut().is_some_and(|codel| codel.should_shed(sojourn, now)) {
+            Some(DeadLetterReason::Codel)
+        } else {
+            None
+        };
+        let out = match reason {
+            Some(reason) => {
+                c.stats.count_dead(reason);
+                Pop::Dead(DeadLetter { event: head.event, class, reason, enqueued_at: head.enqueued_at })
+            }
+            None => {
+                c.stats.delivered += 1;
+                self.sched.served(k);
+                Pop::Deliver(Delivery {
+                    event: head.event,
+                    class,
+                    enqueued_at: head.enqueued_at,
+                    deadline: head.deadline,
+                })
+            }
+        };
+        self.update_masks(k);
+        Some(out)
+    }
+
+    /// Stops admission: every later offer is refused as `Closed`. Queued events and open
+    /// reservations still drain.
+    pub fn close(&mut self) {
+        self.closed = true;
+    }
+
+    /// Every receiver is gone: closes, and from now on [`Core::pop_abandoned`] yields the backlog
+    /// and commits are dead-lettered, all with reason `Closed`.
+    pub fn abandon(&mut self) {
+        self.closed = true;
+        self.abandoned = true;
+    }
+
+    /// After [`Core::abandon`]: the next queued event, dead-lettered as `Closed`.
+    pub fn pop_abandoned(&mut self) -> Option<DeadLetter<E, T>> {
+        debug_assert!(self.abandoned);
+        let k = self.nonempty.trailing_zeros() as usize;
+        let c = self.classes.get_mut(k)?;
+        let head = c.queue.pop_front()?;
+        c.stats.count_dead(DeadLetterReason::Closed);
+        self.update_masks(k);
+        Some(DeadLetter {
+            event: head.event,
+            class: ClassId::new(k),
+            reason: DeadLetterReason::Closed,
+            enqueued_at: head.enqueued_at,
+        })
+    }
+
+    /// Whether an offer to `class` would be answered `Full` now (a waiting sender should stay asleep).
+    pub fn would_wait(&self, class: ClassId) -> bool {
+        if self.closed || self.admissible(class) {
+            return false;
+        }
+        let c = &self.classes[class.index()];
+        match c.policy {
+            OverloadPolicy::Backpressure => true,
+            OverloadPolicy::Reject => false,
+            OverloadPolicy::ShedOldest => c.queue.is_empty() && c.is_full(),
+        }
+    }
+
+    /// Whether admission is closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
+    /// Closed with nothing queued and no reservation open: receivers will get nothing more.
+    pub fn is_drained(&self) -> bool {
+        self.closed && self.nonempty == 0 && self.reserved == 0
+    }
+
+    /// Whether any event is queued.
+    pub fn has_queued(&self) -> bool {
+        self.nonempty != 0
+    }
+
+    /// Events queued in `class`.
+    pub fn len(&self, class: ClassId) -> usize {
+        self.classes[class.index()].queue.len()
+    }
+
+    /// Events queued in all classes.
+    pub fn total_len(&self) -> usize {
+        self.classes.iter().map(|c| c.queue.len()).sum()
+    }
+
+    /// `class`'s capacity.
+    pub fn capacity(&self, class: ClassId) -> usize {
+        self.classes[class.index()].capacity
+    }
+
+    /// The ledger snapshot.
+    pub fn stats(&self) -> Stats {
+        Stats { classes: self.classes.iter().map(|c| ClassStats { queued: c.queue.len() as u64, ..c.stats }).collect() }
+    }
+
+    /// Asserts the conservation law and the core's structural invariants.
+    ///
+    /// # Panics
+    ///
+    /// With a message naming the class and the broken identity.
+    pub fn check_invariants(&self) {
+        let mut reserved = 0;
+        for (k, c) in self.classes.iter().enumerate() {
+            let s = ClassStats { queued: c.queue.len() as u64, ..c.stats };
+            assert!(s.conserved(), "conservation broken in class {k}: {s:?}");
+            assert!(
+                c.queue.len() + c.reserved <= c.capacity,
+                "class {k} over capacity: {} queued + {} reserved > {}",
+                c.queue.len(),
+                c.reserved,
+                c.capacity
+            );
+            assert!(c.queue.capacity() >= c.capacity, "class {k} storage shrank");
+            assert_eq!(self.full & (1 << k) != 0, c.is_full(), "class {k} full bit stale");
+            assert_eq!(self.nonempty & (1 << k) != 0, !c.queue.is_empty(), "class {k} non-empty bit stale");
+            reserved += c.reserved;
+        }
+        assert_eq!(reserved, self.reserved, "reservation total stale");
+        assert!(!self.abandoned || self.closed, "abandoned but open");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClassSpec;
+
+    type C = Core<u32, Duration>;
+    const T0: Duration = Duration::ZERO;
+
+    fn two(policy_low: OverloadPolicy) -> C {
+        let config = Config::builder()
+            .class(ClassSpec::new("hi", 2))
+            .class(ClassSpec::new("lo", 2).with_policy(policy_low))
+            .build()
+            .unwrap();
+        Core::new(&config)
+    }
+
+    const HI: ClassId = ClassId::new(0);
+    const LO: ClassId = ClassId::new(1);
+
+    #[test]
+    fn admission_follows_criticality() {
+        let mut core = two(OverloadPolicy::Reject);
+        core.try_send(1, LO, None, T0).unwrap();
+        core.try_send(2, HI, None, T0).unwrap();
+        core.try_send(3, HI, None, T0).unwrap();
+        // HI is full, so LO refuses although it has room.
+        assert_eq!(core.try_send(4, LO, None, T0), Err((4, ReserveError::Rejected)));
+        assert_eq!(core.try_send(5, HI, None, T0), Err((5, ReserveError::Full)));
+        core.refuse_full(HI);
+        core.check_invariants();
+        let s = core.stats();
+        assert_eq!((s.class(LO).rejected_policy, s.class(HI).rejected_full), (1, 1));
+    }
+
+    #[test]
+    fn shed_oldest_dead_letters_the_oldest() {
+        let mut core = two(OverloadPolicy::ShedOldest);
+        for e in [1, 2] {
+            assert_eq!(core.try_send(e, LO, None, T0), Ok(None));
+        }
+        let shed = core.try_send(3, LO, None, T0).unwrap().unwrap();
+        assert_eq!((shed.event, shed.reason), (1, DeadLetterReason::Shed));
+        core.check_invariants();
+        assert_eq!(core.len(LO), 2);
+    }
+
+    #[test]
+    fn expired_events_never_deliver() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_send(1, HI, Some(Duration::from_millis(5)), T0).unwrap();
+        core.try_send(2, HI, None, T0).unwrap();
+        let now = Duration::from_millis(5);
+        assert!(matches!(
+            core.pop(now),
+            Some(Pop::Dead(DeadLetter { event: 1, reason: DeadLetterReason::Expired, .. }))
+        ));
+        assert!(matches!(core.pop(now), Some(Pop::Deliver(Delivery { event: 2, .. }))));
+        assert_eq!(core.pop(now), None);
+        core.check_invariants();
+    }
+
+    #[test]
+    fn reservations_hold_slots_and_close_drains_them() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_reserve(HI).unwrap();
+        core.try_reserve(HI).unwrap();
+        assert_eq!(core.try_reserve(HI), Err(ReserveError::Full));
+        core.cancel(HI);
+        core.close();
+        assert!(!core.is_drained(), "one reservation still open");
+        assert_eq!(core.commit(HI, 9, None, T0), None);
+        assert_eq!(core.try_send(8, LO, None, T0), Err((8, ReserveError::Closed)));
+        assert!(matches!(core.pop(T0), Some(Pop::Deliver(Delivery { event: 9, .. }))));
+        assert!(core.is_drained());
+        core.check_invariants();
+    }
+
+    #[test]
+    fn abandon_dead_letters_backlog_and_late_commits() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_send(1, LO, None, T0).unwrap();
+        core.try_reserve(HI).unwrap();
+        core.abandon();
+        assert_eq!(core.pop_abandoned().map(|d| (d.event, d.reason)), Some((1, DeadLetterReason::Closed)));
+        assert_eq!(core.pop_abandoned(), None);
+        assert_eq!(core.commit(HI, 2, None, T0).map(|d| d.event), Some(2));
+        core.check_invariants();
+        assert_eq!(core.stats().total().dead_closed, 2);
+    }
+}

@@ -1,0 +1,19 @@
+#![doc = include_str!("../../README.md")]
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+mod chan;
+mod codel;
+mod config;
+pub mod core;
+mod error;
+mod ledger;
+mod sched;
+mod sync;
+
+pub use chan::{DeadLetterSink, Permit, Receiver, Sender, channel, channel_with_sink};
+pub use config::{ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CLASSES, OverloadPolicy, SchedulerMode};
+pub use core::{DeadLetter, Delivery};
+pub use error::{BuildError, ReserveError, SendError, TryRecvError, TrySendError};
+pub use ledger::{ClassStats, DeadLetterReason, Stats, Timestamp};
+/// The clock the channel reads: tokio's, so a paused test clock or a simulator drives it.
+pub use tokio::time::Instant;

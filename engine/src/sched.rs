@@ -1,0 +1,148 @@
+//! The dequeue scheduler: strict priority, weighted deficit round robin, or a capped strict tier
+//! over DRR. Pure state: it sees a bitmask of non-empty classes and is told what was served.
+//! Dead-lettering at dequeue (expiry, CoDel) is not a service and does not touch this state.
+
+use crate::config::{Config, SchedulerMode};
+
+#[derive(Debug)]
+pub(crate) struct Scheduler {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Strict,
+    Drr(Drr),
+    Capped { drr: Drr, quota: u32, window: u32, pos: u32, used: u32 },
+}
+
+/// Deficit round robin with unit cost over classes `first..weights.len()`, in fixed cyclic order.
+#[derive(Debug)]
+struct Drr {
+    weights: Box<[u32]>,
+    first: usize,
+    current: usize,
+    /// Services left in `current`'s turn; 0 means its turn has not started.
+    deficit: u32,
+}
+
+impl Drr {
+    fn new(weights: Box<[u32]>, first: usize) -> Drr {
+        Drr { current: first, first, weights, deficit: 0 }
+    }
+
+    /// The class DRR would serve next among the non-empty ones in `mask`.
+    fn pick(&self, mask: u32) -> Option<usize> {
+        let n = self.weights.len();
+        let span = n - self.first;
+        (0..span).map(|k| self.first + (self.current - self.first + k) % span).find(|&c| mask & (1 << c) != 0)
+    }
+
+    fn served(&mut self, class: usize) {
+        if class != self.current || self.deficit == 0 {
+            self.current = class;
+            self.deficit = self.weights[class];
+        }
+        self.deficit -= 1;
+        if self.deficit == 0 {
+            let span = self.weights.len() - self.first;
+            self.current = self.first + (class - self.first + 1) % span;
+        }
+    }
+}
+
+impl Scheduler {
+    pub(crate) fn new(config: &Config) -> Scheduler {
+        let weights: Box<[u32]> = config.classes().iter().map(|c| c.weight).collect();
+        let mode = match config.scheduler() {
+            SchedulerMode::Strict => Mode::Strict,
+            SchedulerMode::Drr => Mode::Drr(Drr::new(weights, 0)),
+            SchedulerMode::CappedStrict { .. } => {
+                let (quota, window) = config.tier_quota().expect("capped mode has a quota");
+                Mode::Capped { drr: Drr::new(weights, 1), quota, window, pos: 0, used: 0 }
+            }
+        };
+        Scheduler { mode }
+    }
+
+    /// The class to serve next, given the non-empty classes as a bitmask; `None` if `mask == 0`.
+    pub(crate) fn pick(&self, mask: u32) -> Option<usize> {
+        if mask == 0 {
+            return None;
+        }
+        match &self.mode {
+            Mode::Strict => Some(mask.trailing_zeros() as usize),
+            Mode::Drr(drr) => drr.pick(mask),
+            Mode::Capped { drr, quota, used, .. } => {
+                let tier_ready = mask & 1 != 0;
+                if tier_ready && (used < quota || mask == 1) { Some(0) } else { drr.pick(mask & !1) }
+            }
+        }
+    }
+
+    /// Records that `class` was served (an event delivered).
+    pub(crate) fn served(&mut self, class: usize) {
+        match &mut self.mode {
+            Mode::Strict => {}
+            Mode::Drr(drr) => drr.served(class),
+            Mode::Capped { drr, window, pos, used, .. } => {
+                if class == 0 {
+                    *used += 1;
+                } else {
+                    drr.served(class);
+                }
+                *pos += 1;
+                if *pos == *window {
+                    *pos = 0;
+                    *used = 0;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClassSpec;
+
+    fn sched(weights: &[u32], mode: SchedulerMode) -> Scheduler {
+        let b = weights
+            .iter()
+            .enumerate()
+            .fold(Config::builder(), |b, (i, w)| b.class(ClassSpec::new(format!("c{i}"), 1).with_weight(*w)));
+        Scheduler::new(&b.scheduler(mode).build().unwrap())
+    }
+
+    fn run(s: &mut Scheduler, mask: u32, n: usize) -> Vec<usize> {
+        (0..n)
+            .map(|_| {
+                let c = s.pick(mask).unwrap();
+                s.served(c);
+                c
+            })
+            .collect()
+    }
+
+    #[test]
+    fn drr_serves_weights_per_round() {
+        let mut s = sched(&[3, 1, 2], SchedulerMode::Drr);
+        assert_eq!(run(&mut s, 0b111, 12), [0, 0, 0, 1, 2, 2, 0, 0, 0, 1, 2, 2]);
+        assert_eq!(s.pick(0), None);
+    }
+
+    #[test]
+    fn strict_serves_the_top_non_empty_class() {
+        let s = sched(&[1, 1, 1], SchedulerMode::Strict);
+        assert_eq!(s.pick(0b110), Some(1));
+        assert_eq!(s.pick(0b111), Some(0));
+    }
+
+    #[test]
+    fn capped_tier_takes_its_quota_then_yields() {
+        let mut s = sched(&[1, 2, 1], SchedulerMode::CappedStrict { cap: 0.5, window: 4 });
+        assert_eq!(run(&mut s, 0b111, 8), [0, 0, 1, 1, 0, 0, 2, 1]);
+        // Alone, the tier is served regardless of its quota.
+        assert_eq!(run(&mut s, 0b001, 5), [0; 5]);
+    }
+}
