@@ -104,7 +104,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClassSpec;
+    use crate::config::{ClassId, ClassSpec};
 
     fn sched(weights: &[u32], mode: SchedulerMode) -> Scheduler {
         let b = weights
@@ -144,5 +144,18 @@ mod tests {
         assert_eq!(run(&mut s, 0b111, 8), [0, 0, 1, 1, 0, 0, 2, 1]);
         // Alone, the tier is served regardless of its quota.
         assert_eq!(run(&mut s, 0b001, 5), [0; 5]);
+    }
+
+    #[test]
+    fn starvation_bound_is_reached_when_the_tier_straddles_a_window() {
+        let mode = SchedulerMode::CappedStrict { cap: 0.5, window: 4 };
+        let config = Config::builder().class(ClassSpec::new("t", 1)).class(ClassSpec::new("a", 1)).scheduler(mode);
+        let config = config.build().unwrap();
+        let mut s = Scheduler::new(&config);
+        // Class 1 alone for half a window, then the tier arrives: it takes the rest of this
+        // window and its quota in the next one before class 1 is served again.
+        assert_eq!(run(&mut s, 0b10, 2), [1, 1]);
+        assert_eq!(run(&mut s, 0b11, 5), [0, 0, 0, 0, 1]);
+        assert_eq!(config.starvation_bound(ClassId::new(1)), Some(4), "the bound is tight here");
     }
 }

@@ -1,1 +1,7 @@
+//! Veltrix's correctness gates live in `tests/`: loom models (`loom.rs`, under
+//! `--cfg veltrix_loom`), the proptest state machine (`model.rs`), dhat allocation budgets (one
+//! binary each), channel behaviour (`channel.rs`) and compile-time auto-trait checks
+//! (`send_sync.rs`). This library holds what they share.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod reference;
