@@ -1,0 +1,197 @@
+//! Channel behaviour under real concurrency (multi-threaded tokio, OS threads) and on tokio's
+//! paused clock. Exhaustive interleavings are loom's job (`loom.rs`); these check the same
+//! guarantees at scale and through the public API only.
+#![cfg(not(veltrix_loom))]
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use veltrix_engine::{
+    ClassId, ClassSpec, Config, DeadLetter, DeadLetterReason, OverloadPolicy, SendError, TrySendError, channel,
+    channel_with_sink,
+};
+
+fn classes(specs: impl IntoIterator<Item = ClassSpec>) -> Config {
+    specs.into_iter().fold(Config::builder(), |b, s| b.class(s)).build().unwrap()
+}
+
+type Dead<E> = Arc<Mutex<Vec<DeadLetter<E>>>>;
+
+fn sink<E: Send + 'static>() -> (Dead<E>, impl Fn(DeadLetter<E>) + Send + Sync + 'static) {
+    let dead: Dead<E> = Arc::default();
+    let d = dead.clone();
+    (dead, move |letter| d.lock().unwrap().push(letter))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mpmc_under_backpressure_delivers_everything_once_in_producer_order() {
+    const PRODUCERS: u64 = 4;
+    const PER: u64 = 5_000;
+    let config = classes((0..4).map(|k| ClassSpec::new(format!("c{k}"), 4).with_weight(k + 1)));
+    let (tx, rx) = channel::<(u64, u64)>(&config);
+    let mut producers = Vec::new();
+    for p in 0..PRODUCERS {
+        let tx = tx.clone();
+        producers.push(tokio::spawn(async move {
+            for i in 0..PER {
+                tx.send((p, i), ClassId::new((p % 4) as usize)).await.unwrap();
+            }
+        }));
+    }
+    drop(tx);
+    let mut consumers = Vec::new();
+    for _ in 0..2 {
+        let rx = rx.clone();
+        consumers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut buf = Vec::with_capacity(8);
+            while rx.recv_many(&mut buf, 8).await > 0 {
+                seen.extend(buf.drain(..).map(|d| d.event));
+            }
+            seen
+        }));
+    }
+    for p in producers {
+        p.await.unwrap();
+    }
+    let mut all = Vec::new();
+    for c in consumers {
+        let seen = c.await.unwrap();
+        // Each consumer sees every producer's events in send order.
+        for p in 0..PRODUCERS {
+            let mine: Vec<u64> = seen.iter().filter(|(q, _)| *q == p).map(|(_, i)| *i).collect();
+            assert!(mine.windows(2).all(|w| w[0] < w[1]), "producer {p} out of order");
+        }
+        all.extend(seen);
+    }
+    all.sort_unstable();
+    let want: Vec<(u64, u64)> = (0..PRODUCERS).flat_map(|p| (0..PER).map(move |i| (p, i))).collect();
+    assert_eq!(all, want, "every event exactly once");
+    let stats = rx.stats().total();
+    assert!(stats.conserved());
+    assert_eq!((stats.delivered, stats.rejected(), stats.dead_lettered()), (PRODUCERS * PER, 0, 0));
+}
+
+#[test]
+fn blocking_variants_work_across_os_threads() {
+    let config = classes([ClassSpec::new("only", 2)]);
+    let (tx, rx) = channel::<u32>(&config);
+    let producer = std::thread::spawn(move || {
+        for i in 0..1_000 {
+            tx.send_blocking(i, ClassId::new(0)).unwrap();
+        }
+    });
+    let got: Vec<u32> = std::iter::from_fn(|| rx.recv_blocking().map(|d| d.event)).collect();
+    producer.join().unwrap();
+    assert_eq!(got, (0..1_000).collect::<Vec<_>>());
+}
+
+#[test]
+fn shed_oldest_hands_every_displaced_event_to_the_sink() {
+    let config = classes([ClassSpec::new("bulk", 3).with_policy(OverloadPolicy::ShedOldest)]);
+    let (dead, sink) = sink();
+    let (tx, rx) = channel_with_sink::<u32>(&config, sink);
+    for i in 0..10 {
+        tx.try_send(i, ClassId::new(0)).unwrap();
+    }
+    let kept: Vec<u32> = std::iter::from_fn(|| rx.try_recv().ok().map(|d| d.event)).collect();
+    assert_eq!(kept, [7, 8, 9], "the newest survive");
+    let shed: Vec<(u32, DeadLetterReason)> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(shed, (0..7).map(|i| (i, DeadLetterReason::Shed)).collect::<Vec<_>>());
+    let s = rx.stats().total();
+    assert_eq!((s.accepted, s.delivered, s.dead_shed), (10, 3, 7));
+}
+
+#[test]
+fn reject_policy_hands_the_event_back() {
+    let config = classes([ClassSpec::new("strict", 1).with_policy(OverloadPolicy::Reject)]);
+    let (tx, _rx) = channel::<String>(&config);
+    tx.try_send("first".into(), ClassId::new(0)).unwrap();
+    let back = tx.try_send("second".into(), ClassId::new(0)).unwrap_err();
+    assert!(matches!(back, TrySendError::Rejected(_)));
+    assert_eq!(back.into_inner(), "second");
+    let blocked = tokio_test_block_on(tx.send("third".into(), ClassId::new(0)));
+    assert_eq!(blocked, Err(SendError::Rejected("third".to_string())));
+    assert_eq!(tx.stats().total().rejected_policy, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_receiver_wakes_senders_and_dead_letters_the_backlog() {
+    let config = classes([ClassSpec::new("c", 2)]);
+    let (dead, sink) = sink();
+    let (tx, rx) = channel_with_sink::<u32>(&config, sink);
+    tx.try_send(1, ClassId::new(0)).unwrap();
+    tx.try_send(2, ClassId::new(0)).unwrap();
+    let tx2 = tx.clone();
+    let blocked = tokio::spawn(async move { tx2.send(3, ClassId::new(0)).await });
+    tokio::task::yield_now().await;
+    drop(rx);
+    assert_eq!(blocked.await.unwrap(), Err(SendError::Closed(3)), "the blocked sender gets its event back");
+    let closed: Vec<(u32, DeadLetterReason)> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(closed, [(1, DeadLetterReason::Closed), (2, DeadLetterReason::Closed)]);
+    let s = tx.stats().total();
+    assert!(s.conserved());
+    assert_eq!((s.dead_closed, s.rejected_closed, s.queued), (2, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn expired_events_go_to_the_dead_letter_and_never_reach_a_receiver() {
+    let config = classes([ClassSpec::new("c", 8).with_deadline(Duration::from_millis(50))]);
+    let (dead, sink) = sink();
+    let (tx, rx) = channel_with_sink::<u32>(&config, sink);
+    tx.try_send(1, ClassId::new(0)).unwrap();
+    let permit = tx.reserve(ClassId::new(0)).await.unwrap();
+    permit.send_with_deadline(2, veltrix_engine::Instant::now() + Duration::from_millis(200));
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let d = rx.recv().await.unwrap();
+    assert_eq!(d.event, 2, "1 expired at 50 ms, 2 has until 200 ms");
+    let expired: Vec<(u32, DeadLetterReason)> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(expired, [(1, DeadLetterReason::Expired)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn codel_sheds_a_standing_queue_and_stops_once_it_drains() {
+    let ms = Duration::from_millis;
+    let config = classes([ClassSpec::new("c", 64).with_codel(ms(5), ms(20))]);
+    let (dead, sink) = sink();
+    let (tx, rx) = channel_with_sink::<u32>(&config, sink);
+    // Arrivals every 1 ms, service every 2 ms: the queue stands and grows.
+    let mut delivered = 0;
+    for i in 0..200u32 {
+        tx.try_send(i, ClassId::new(0)).unwrap();
+        tokio::time::advance(ms(1)).await;
+        if i % 2 == 1 && rx.try_recv().is_ok() {
+            delivered += 1;
+        }
+    }
+    let shed = dead.lock().unwrap().len();
+    assert!(shed > 0, "a standing queue above target must be shed");
+    assert!(dead.lock().unwrap().iter().all(|d| d.reason == DeadLetterReason::Codel));
+    // Drain the rest (CoDel may still shed stale heads): the ledger accounts for all of it.
+    while rx.try_recv().is_ok() {
+        delivered += 1;
+    }
+    let s = rx.stats().total();
+    assert!(s.conserved());
+    assert_eq!(s.delivered, delivered);
+    assert_eq!(s.dead_codel as usize, dead.lock().unwrap().len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_lets_permits_and_backlog_drain_then_ends() {
+    let config = classes([ClassSpec::new("c", 4)]);
+    let (tx, rx) = channel::<u32>(&config);
+    tx.try_send(1, ClassId::new(0)).unwrap();
+    let permit = tx.try_reserve(ClassId::new(0)).unwrap();
+    rx.close();
+    assert_eq!(tx.try_send(9, ClassId::new(0)), Err(TrySendError::Closed(9)));
+    assert_eq!(rx.recv().await.map(|d| d.event), Some(1));
+    let consumer = tokio::spawn(async move { rx.recv().await.map(|d| d.event) });
+    tokio::task::yield_now().await;
+    permit.send(2);
+    assert_eq!(consumer.await.unwrap(), Some(2), "a permit taken before close still delivers");
+}
+
+fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
+}
