@@ -3,7 +3,7 @@
 //! model in `veltrix_verify::reference`. After every step: identical answers, identical ledgers,
 //! the conservation law, FIFO per class, no expired event delivered, the starvation bound.
 //!
-//! Cases: `VELTRIX_PROPTEST_CASES` (default 256).
+//! Cases: `VELTRIX_PROPTEST_CASES` (default 1024).
 #![cfg(not(veltrix_loom))]
 
 use std::sync::{Arc, Mutex};
@@ -14,15 +14,20 @@ use proptest::test_runner::{Config as PtConfig, FileFailurePersistence};
 use tokio::time::Instant;
 use veltrix_engine::{
     ClassId, ClassSpec, Config, DeadLetter, DeadLetterReason, OverloadPolicy, Permit, ReserveError, SchedulerMode,
-    TryRecvError, TrySendError, channel_with_sink,
+    SendError, TryRecvError, TrySendError, channel_with_sink,
 };
 use veltrix_verify::reference::{Offer, Reference, Step};
 
 #[derive(Debug, Clone)]
 enum Op {
     TrySend(usize),
+    /// One poll of the async `send`; a pending send is dropped (cancelled).
+    Send(usize),
     Reserve(usize),
-    Commit { permit: usize, deadline_ms: Option<u64> },
+    Commit {
+        permit: usize,
+        deadline_ms: Option<u64>,
+    },
     DropPermit(usize),
     TryRecv,
     Recv,
@@ -68,7 +73,8 @@ fn config_strategy() -> impl Strategy<Value = Config> {
 
 fn ops_strategy() -> impl Strategy<Value = Vec<Op>> {
     let op = prop_oneof![
-        8 => (0usize..6).prop_map(Op::TrySend),
+        6 => (0usize..6).prop_map(Op::TrySend),
+        3 => (0usize..6).prop_map(Op::Send),
         2 => (0usize..6).prop_map(Op::Reserve),
         2 => (0usize..4, proptest::option::weighted(0.5, 0u64..40)).prop_map(|(permit, deadline_ms)| Op::Commit { permit, deadline_ms }),
         1 => (0usize..4).prop_map(Op::DropPermit),
@@ -154,6 +160,27 @@ fn run_case(config: Config, ops: Vec<Op>) {
                         }
                         Offer::Rejected => assert_eq!(got, Err(TrySendError::Rejected(id))),
                         Offer::Closed => assert_eq!(got, Err(TrySendError::Closed(id))),
+                    }
+                }
+                Op::Send(k) => {
+                    let k = k % n;
+                    let id = next_id;
+                    next_id += 1;
+                    let got = poll_once(tx.send(id, ClassId::new(k))).await;
+                    match model.reserve(k) {
+                        Offer::Reserved { shed } => {
+                            assert_eq!(got, Some(Ok(())));
+                            if let Some(s) = shed {
+                                expect_dead.push((s, k, DeadLetterReason::Shed));
+                            }
+                            if model.commit(k, id, None, now) {
+                                expect_dead.push((id, k, DeadLetterReason::Closed));
+                            }
+                        }
+                        // A waiting send offers nothing until it completes: not counted.
+                        Offer::Full => assert_eq!(got, None, "send must wait"),
+                        Offer::Rejected => assert_eq!(got, Some(Err(SendError::Rejected(id)))),
+                        Offer::Closed => assert_eq!(got, Some(Err(SendError::Closed(id)))),
                     }
                 }
                 Op::Reserve(k) => {
@@ -296,7 +323,7 @@ async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
 }
 
 fn cases() -> u32 {
-    std::env::var("VELTRIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+    std::env::var("VELTRIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
 }
 
 proptest! {
