@@ -25,7 +25,7 @@ use std::time::Duration;
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config, OverloadPolicy};
 use crate::error::ReserveError;
-use crate::ledger::{ClassStats, DeadLetterReason, Stats, Timestamp};
+use crate::ledger::{ClassStats, Completion, DeadLetterReason, Stats, Timestamp};
 use crate::sched::Scheduler;
 
 /// An event handed to a receiver.
@@ -335,27 +335,41 @@ impl<E, T: Timestamp> Core<E, T> {
         self.closed = true;
     }
 
-    /// Every receiver is gone: closes, and from now on [`Core::pop_abandoned`] yields the backlog
-    /// and commits are dead-lettered, all with reason `Closed`.
+    /// Every receiver is gone: closes, and from now on commits are dead-lettered (`Closed`);
+    /// drain the backlog with [`Core::pop_dead`].
     pub fn abandon(&mut self) {
         self.closed = true;
         self.abandoned = true;
     }
 
-    /// After [`Core::abandon`]: the next queued event, dead-lettered as `Closed`.
-    pub fn pop_abandoned(&mut self) -> Option<DeadLetter<E, T>> {
-        debug_assert!(self.abandoned);
+    /// The next queued event (most critical class first, FIFO within it), dead-lettered with
+    /// `reason` — for a backlog nobody will take (`Closed`, `Shutdown`).
+    pub fn pop_dead(&mut self, reason: DeadLetterReason) -> Option<DeadLetter<E, T>> {
         let k = self.nonempty.trailing_zeros() as usize;
         let c = self.classes.get_mut(k)?;
         let head = c.queue.pop_front()?;
-        c.stats.count_dead(DeadLetterReason::Closed);
+        c.stats.count_dead(reason);
         self.update_masks(k);
-        Some(DeadLetter {
-            event: head.event,
-            class: ClassId::new(k),
-            reason: DeadLetterReason::Closed,
-            enqueued_at: head.enqueued_at,
-        })
+        Some(DeadLetter { event: head.event, class: ClassId::new(k), reason, enqueued_at: head.enqueued_at })
+    }
+
+    /// Records how a delivered event of `class` ended, and how many retries it took.
+    ///
+    /// # Panics
+    ///
+    /// If `class` has no delivered event awaiting completion, or `Completion::DeadLettered` names
+    /// a reason that happens before delivery.
+    pub fn complete(&mut self, class: ClassId, completion: Completion, retries: u32) {
+        let c = self.class_mut(class);
+        assert!(c.stats.in_flight() > 0, "completion without a delivery in flight in {class:?}");
+        match completion {
+            Completion::Handled => c.stats.handled += 1,
+            Completion::DeadLettered(
+                reason @ (DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked | DeadLetterReason::Shutdown),
+            ) => c.stats.count_dead(reason),
+            Completion::DeadLettered(reason) => panic!("{reason} is not a completion"),
+        }
+        c.stats.retries += u64::from(retries);
     }
 
     /// Whether an offer to `class` would be answered `Full` now (a waiting sender should stay asleep).
@@ -512,13 +526,38 @@ mod tests {
     }
 
     #[test]
+    fn completions_settle_in_flight_deliveries() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_send(1, HI, None, T0).unwrap();
+        core.try_send(2, HI, None, T0).unwrap();
+        core.pop(T0).unwrap();
+        core.pop(T0).unwrap();
+        assert_eq!(core.stats().class(HI).in_flight(), 2);
+        core.complete(HI, Completion::Handled, 2);
+        core.complete(HI, Completion::DeadLettered(DeadLetterReason::Panicked), 0);
+        let s = *core.stats().class(HI);
+        assert_eq!((s.in_flight(), s.handled, s.dead_panicked, s.retries), (0, 1, 1, 2));
+        core.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "completion without a delivery")]
+    fn completing_more_than_delivered_panics() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.complete(HI, Completion::Handled, 0);
+    }
+
+    #[test]
     fn abandon_dead_letters_backlog_and_late_commits() {
         let mut core = two(OverloadPolicy::Backpressure);
         core.try_send(1, LO, None, T0).unwrap();
         core.try_reserve(HI).unwrap();
         core.abandon();
-        assert_eq!(core.pop_abandoned().map(|d| (d.event, d.reason)), Some((1, DeadLetterReason::Closed)));
-        assert_eq!(core.pop_abandoned(), None);
+        assert_eq!(
+            core.pop_dead(DeadLetterReason::Closed).map(|d| (d.event, d.reason)),
+            Some((1, DeadLetterReason::Closed))
+        );
+        assert_eq!(core.pop_dead(DeadLetterReason::Closed), None);
         assert_eq!(core.commit(HI, 2, None, T0).map(|d| d.event), Some(2));
         core.check_invariants();
         assert_eq!(core.stats().total().dead_closed, 2);

@@ -17,6 +17,12 @@ pub enum DeadLetterReason {
     Expired,
     /// Every receiver was gone, so nothing could ever take it.
     Closed,
+    /// Its handler failed fatally, or kept failing until its retries (or its deadline) ran out.
+    HandlerFailed,
+    /// Its handler panicked; the worker carried on.
+    Panicked,
+    /// The engine shut down before it was handled (queued at the drain deadline, or in flight then).
+    Shutdown,
 }
 
 impl fmt::Display for DeadLetterReason {
@@ -26,12 +32,21 @@ impl fmt::Display for DeadLetterReason {
             DeadLetterReason::Codel => "codel",
             DeadLetterReason::Expired => "expired",
             DeadLetterReason::Closed => "closed",
+            DeadLetterReason::HandlerFailed => "handler_failed",
+            DeadLetterReason::Panicked => "panicked",
+            DeadLetterReason::Shutdown => "shutdown",
         })
     }
 }
 
 /// One class's ledger. Conservation, exact at every snapshot:
-/// `offered = accepted + rejected()` and `accepted = delivered + dead_lettered() + queued`.
+/// `offered = accepted + rejected()` and
+/// `accepted = handled + dead_lettered() + queued + in_flight()`.
+///
+/// A plain channel's consumer never reports completions, so for it `handled` and the handler
+/// dead-letter counters stay 0 and `in_flight() = delivered`: every delivered event is in the
+/// consumer's hands. The engine's workers report each completion
+/// ([`Receiver::complete`](crate::Receiver::complete)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClassStats {
@@ -55,6 +70,16 @@ pub struct ClassStats {
     pub dead_expired: u64,
     /// Dead-lettered with reason [`Closed`](DeadLetterReason::Closed).
     pub dead_closed: u64,
+    /// Dead-lettered with reason [`HandlerFailed`](DeadLetterReason::HandlerFailed).
+    pub dead_handler_failed: u64,
+    /// Dead-lettered with reason [`Panicked`](DeadLetterReason::Panicked).
+    pub dead_panicked: u64,
+    /// Dead-lettered with reason [`Shutdown`](DeadLetterReason::Shutdown).
+    pub dead_shutdown: u64,
+    /// Delivered events whose handler completed successfully.
+    pub handled: u64,
+    /// Handler attempts after the first (retries).
+    pub retries: u64,
     /// Queued now.
     pub queued: u64,
 }
@@ -67,13 +92,24 @@ impl ClassStats {
 
     /// All dead letters.
     pub fn dead_lettered(&self) -> u64 {
-        self.dead_shed + self.dead_codel + self.dead_expired + self.dead_closed
+        self.dead_shed + self.dead_codel + self.dead_expired + self.dead_closed + self.completed_dead()
     }
 
-    /// Whether both conservation identities hold.
+    /// Dead letters after delivery (the handler's outcome, or shutdown while in flight).
+    fn completed_dead(&self) -> u64 {
+        self.dead_handler_failed + self.dead_panicked + self.dead_shutdown
+    }
+
+    /// Delivered events whose completion has not been reported yet.
+    pub fn in_flight(&self) -> u64 {
+        self.delivered.saturating_sub(self.handled + self.completed_dead())
+    }
+
+    /// Whether both conservation identities hold (and no more completions than deliveries).
     pub fn conserved(&self) -> bool {
         self.offered == self.accepted + self.rejected()
-            && self.accepted == self.delivered + self.dead_lettered() + self.queued
+            && self.handled + self.completed_dead() <= self.delivered
+            && self.accepted == self.handled + self.dead_lettered() + self.queued + self.in_flight()
     }
 
     pub(crate) fn count_dead(&mut self, reason: DeadLetterReason) {
@@ -82,6 +118,9 @@ impl ClassStats {
             DeadLetterReason::Codel => self.dead_codel += 1,
             DeadLetterReason::Expired => self.dead_expired += 1,
             DeadLetterReason::Closed => self.dead_closed += 1,
+            DeadLetterReason::HandlerFailed => self.dead_handler_failed += 1,
+            DeadLetterReason::Panicked => self.dead_panicked += 1,
+            DeadLetterReason::Shutdown => self.dead_shutdown += 1,
         }
     }
 }
@@ -110,20 +149,42 @@ impl Stats {
     /// The sum over classes.
     pub fn total(&self) -> ClassStats {
         self.classes.iter().fold(ClassStats::default(), |mut t, c| {
-            t.offered += c.offered;
-            t.accepted += c.accepted;
-            t.rejected_full += c.rejected_full;
-            t.rejected_policy += c.rejected_policy;
-            t.rejected_closed += c.rejected_closed;
-            t.delivered += c.delivered;
-            t.dead_shed += c.dead_shed;
-            t.dead_codel += c.dead_codel;
-            t.dead_expired += c.dead_expired;
-            t.dead_closed += c.dead_closed;
-            t.queued += c.queued;
+            t += c;
             t
         })
     }
+}
+
+impl std::ops::AddAssign<&ClassStats> for ClassStats {
+    fn add_assign(&mut self, c: &ClassStats) {
+        self.offered += c.offered;
+        self.accepted += c.accepted;
+        self.rejected_full += c.rejected_full;
+        self.rejected_policy += c.rejected_policy;
+        self.rejected_closed += c.rejected_closed;
+        self.delivered += c.delivered;
+        self.dead_shed += c.dead_shed;
+        self.dead_codel += c.dead_codel;
+        self.dead_expired += c.dead_expired;
+        self.dead_closed += c.dead_closed;
+        self.dead_handler_failed += c.dead_handler_failed;
+        self.dead_panicked += c.dead_panicked;
+        self.dead_shutdown += c.dead_shutdown;
+        self.handled += c.handled;
+        self.retries += c.retries;
+        self.queued += c.queued;
+    }
+}
+
+/// How a delivered event's processing ended, reported with
+/// [`Receiver::complete`](crate::Receiver::complete).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Completion {
+    /// Handled successfully.
+    Handled,
+    /// Dead-lettered after delivery: `HandlerFailed`, `Panicked` or `Shutdown`.
+    DeadLettered(DeadLetterReason),
 }
 
 /// A point in time for the sans-IO core: [`Duration`] (time since an epoch, for simulations and

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::config::{ClassId, Config};
 use crate::core::{Core, DeadLetter, Delivery, Pop};
 use crate::error::{ReserveError, SendError, TryRecvError, TrySendError};
-use crate::ledger::Stats;
+use crate::ledger::{Completion, DeadLetterReason, Stats};
 use crate::sync::{Arc, Mutex, MutexGuard, block_on, lock};
 use waiters::{Ticket, Waiters};
 
@@ -483,7 +483,7 @@ impl<E> Drop for Receiver<E> {
         for list in 0..st.recv_list {
             st.waiters.notify_all(list);
         }
-        while let Some(dead) = st.core.pop_abandoned() {
+        while let Some(dead) = st.core.pop_dead(DeadLetterReason::Closed) {
             drop(st);
             self.shared.dead_letter(Some(dead));
             st = self.shared.lock();
@@ -568,6 +568,33 @@ impl<E> Receiver<E> {
     /// The ledger snapshot (taken under the lock, so the conservation law holds exactly).
     pub fn stats(&self) -> Stats {
         self.shared.lock().core.stats()
+    }
+
+    /// Reports how the processing of a delivered event of `class` ended (and how many retries it
+    /// took), so the ledger can tell handled, dead-lettered and in-flight events apart. The caller
+    /// hands dead-lettered events to its own sink; this only counts.
+    ///
+    /// # Panics
+    ///
+    /// If `class` has no delivered event awaiting completion.
+    pub fn complete(&self, class: ClassId, completion: Completion, retries: u32) {
+        self.shared.lock().core.complete(class, completion, retries);
+    }
+
+    /// Dead-letters everything queued now with `reason` (through the sink), most critical class
+    /// first; returns how many. For a consumer that gives up on the backlog (shutdown).
+    pub fn dead_letter_backlog(&self, reason: DeadLetterReason) -> usize {
+        let mut n = 0;
+        let mut st = self.shared.lock();
+        while let Some(dead) = st.core.pop_dead(reason) {
+            st.kick_senders(dead.class.index());
+            drop(st);
+            self.shared.dead_letter(Some(dead));
+            n += 1;
+            st = self.shared.lock();
+        }
+        st.kick_receivers();
+        n
     }
 
     /// Asserts the core's invariants (conservation, capacities, internal bookkeeping).
