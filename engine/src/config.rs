@@ -73,9 +73,11 @@ pub enum SchedulerMode {
     Strict,
     /// Weighted deficit round robin over all classes; each class's quantum is its weight (in events).
     Drr,
-    /// Class 0 is a strict tier while it stays under `cap` of the services in every window of
-    /// `window` services (at least one); the other classes share the rest by weighted DRR.
-    /// When the other classes are empty the tier is served regardless (work conserving).
+    /// Class 0 is a strict tier while it has taken fewer than its quota of the services in the
+    /// current window of `window` services; the other classes share the rest by weighted DRR.
+    /// The quota is `max(1, floor(cap × window))`: choose `window ≥ 1 / cap` for the cap to be
+    /// exact (a quota equal to the window makes the tier fully strict). When the other classes
+    /// are empty the tier is served regardless (work conserving).
     CappedStrict {
         /// The tier's share cap, in (0, 1]. `1.0` makes the tier fully strict.
         cap: f64,
@@ -232,7 +234,8 @@ impl Config {
 
     /// The starvation bound of `class`: while it stays backlogged, at most this many events of
     /// other classes are delivered between two deliveries of it. `None` means unbounded (a
-    /// non-top class under [`SchedulerMode::Strict`], or any class below a tier capped at 1.0).
+    /// non-top class under [`SchedulerMode::Strict`], or any class below a tier whose quota is
+    /// the whole window).
     ///
     /// Derivation: DRR alone gives `Σ_{j≠i} weight_j` (every other class serves at most its quantum
     /// between two turns of `i`). A capped tier adds at most `quota` services per window; a span

@@ -228,3 +228,21 @@ fn cancelled_waiter_passes_its_wakeup_on() {
         assert_eq!(drain(&rx), [(2, C0)]);
     });
 }
+
+#[test]
+fn shedding_sender_blocked_by_reservations_wakes_when_a_permit_commits() {
+    loom::model(|| {
+        // Every slot reserved and nothing queued: a ShedOldest class has nothing to shed, so the
+        // sender waits; the commit gives it something to shed.
+        let (tx, rx, dead) = chan(&[(1, OverloadPolicy::ShedOldest)]);
+        let tx2 = tx.clone();
+        let permit = tx.try_reserve(C0).unwrap();
+        let b = thread::spawn(move || block_on(tx2.send(ev(2), C0)).map_err(|_| "closed").unwrap());
+        permit.send(ev(1));
+        b.join().unwrap();
+        let rest = drain(&rx);
+        let dead = dead.lock().unwrap().clone();
+        assert_eq!(rest, [(2, C0)]);
+        assert_eq!(dead, [(1, DeadLetterReason::Shed)]);
+    });
+}

@@ -1,7 +1,7 @@
 //! The concurrent channel over the [policy core](crate::core): cloneable senders and receivers,
 //! one mutex around the core and its wait lists, wakeups without allocation.
 
-mod waiters;
+pub(crate) mod waiters;
 
 use std::fmt;
 use std::future::poll_fn;
@@ -17,8 +17,9 @@ use crate::sync::{Arc, Mutex, MutexGuard, block_on, lock};
 use waiters::{Ticket, Waiters};
 
 /// Where dead letters go. Called outside the channel's lock, on the thread whose operation
-/// produced the dead letter (a sender for `Shed`, a receiver for `Expired`/`Codel`, the last
-/// receiver's drop for `Closed`).
+/// produced the dead letter: a sender for `Shed`, and for `Closed` when it commits after every
+/// receiver is gone; a receiver for `Expired`/`Codel`; the last receiver's drop for the
+/// backlog (`Closed`).
 ///
 /// The call cannot refuse: once the engine has handed the event over, the event and its reason are
 /// the sink's. A sink backed by a bounded buffer decides itself what to do when it is full
@@ -135,25 +136,26 @@ impl<E> Shared<E> {
         }
     }
 
-    /// Reserves a slot, then runs `fill` under the same lock; registers `ticket` if the class is
-    /// full and `wait` is set.
-    fn poll_reserve<R>(
+    /// Reserves a slot, then runs `fill` under the same lock (a commit, or nothing for a permit);
+    /// registers `ticket` if the class is full and `cx` is given. Returns the event the
+    /// reservation shed, if any, for the caller to hand to the sink once its own state is safe
+    /// (a permit must exist first, so a panicking sink cannot leak the reservation).
+    fn poll_reserve(
         &self,
         cx: Option<&mut Context<'_>>,
         class: ClassId,
         ticket: &mut Ticket,
-        fill: impl FnOnce(&mut State<E>) -> (R, Option<DeadLetter<E>>),
-    ) -> Poll<Result<R, ReserveError>> {
+        fill: impl FnOnce(&mut State<E>) -> Option<DeadLetter<E>>,
+    ) -> Poll<Result<Option<DeadLetter<E>>, ReserveError>> {
         let mut st = self.lock();
         match st.core.try_reserve(class) {
             Ok(shed) => {
                 st.waiters.release(ticket);
-                let (out, closed) = fill(&mut st);
+                let closed = fill(&mut st);
                 st.kick_senders(class.index());
                 drop(st);
-                self.dead_letter(shed);
                 self.dead_letter(closed);
-                Poll::Ready(Ok(out))
+                Poll::Ready(Ok(shed))
             }
             Err(ReserveError::Full) => match cx {
                 Some(cx) => {
@@ -176,6 +178,8 @@ impl<E> Shared<E> {
     fn commit(&self, st: &mut State<E>, class: ClassId, event: E, deadline: Option<Instant>) -> Option<DeadLetter<E>> {
         let closed = st.core.commit(class, event, deadline, Instant::now());
         st.kick_receivers();
+        // A shedding class whose every slot was reserved can shed again now that one is filled.
+        st.kick_senders(class.index());
         closed
     }
 
@@ -272,7 +276,8 @@ impl<E> Drop for Sender<E> {
     }
 }
 
-/// A reserved slot in one class: [`Permit::send`] cannot fail. Dropping it unused gives the slot back.
+/// A reserved slot in one class: [`Permit::send`] cannot fail (if every receiver is gone by then,
+/// the event goes to the dead letter with reason `Closed`). Dropping it unused gives the slot back.
 pub struct Permit<'a, E> {
     sender: &'a Sender<E>,
     class: ClassId,
@@ -319,7 +324,8 @@ impl<E> Drop for Permit<'_, E> {
 impl<E> Sender<E> {
     /// Sends `event` in `class`, waiting while the class (or a more critical one) is full under
     /// [`Backpressure`](crate::OverloadPolicy::Backpressure). Waiting senders of a class are
-    /// served in FIFO order.
+    /// woken in FIFO order; a sender that arrives as a slot frees may take it first (no
+    /// hand-off), and a woken sender that loses the race waits again at the back.
     ///
     /// # Errors
     ///
@@ -357,9 +363,12 @@ impl<E> Sender<E> {
         let mut ticket = Ticket::default();
         let mut event = Some(event);
         let shared = &self.shared;
-        let fill = |st: &mut State<E>| ((), shared.commit(st, class, event.take().expect("filled once"), None));
+        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), None);
         match shared.poll_reserve(None, class, &mut ticket, fill) {
-            Poll::Ready(Ok(())) => Ok(()),
+            Poll::Ready(Ok(shed)) => {
+                shared.dead_letter(shed);
+                Ok(())
+            }
             Poll::Ready(Err(e)) => Err(e.with(event.take().expect("not sent"))),
             Poll::Pending => unreachable!("no context, no wait"),
         }
@@ -371,14 +380,18 @@ impl<E> Sender<E> {
     ///
     /// As [`Sender::send`].
     ///
+    /// It blocks the thread: do not call it from an async task.
+    ///
     /// # Panics
     ///
-    /// If `class` is not configured. Do not call it from an async task: it blocks the thread.
+    /// If `class` is not configured.
     pub fn send_blocking(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
         block_on(self.send(event, class))
     }
 
-    /// Reserves a slot in `class`, waiting as [`Sender::send`] does.
+    /// Reserves a slot in `class`, waiting as [`Sender::send`] does. In a
+    /// [`ShedOldest`](crate::OverloadPolicy::ShedOldest) class the reservation itself makes room:
+    /// the oldest event is shed now, even if the permit is later dropped unused.
     ///
     /// # Errors
     ///
@@ -393,8 +406,10 @@ impl<E> Sender<E> {
     /// If `class` is not configured.
     pub async fn reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
         let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
-        poll_fn(|cx| guard.shared.poll_reserve(Some(cx), class, &mut guard.ticket, |_| ((), None))).await?;
-        Ok(Permit { sender: self, class })
+        let shed = poll_fn(|cx| guard.shared.poll_reserve(Some(cx), class, &mut guard.ticket, |_| None)).await?;
+        let permit = Permit { sender: self, class };
+        self.shared.dead_letter(shed);
+        Ok(permit)
     }
 
     /// Reserves a slot without waiting.
@@ -407,8 +422,12 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn try_reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
-        match self.shared.poll_reserve(None, class, &mut Ticket::default(), |_| ((), None)) {
-            Poll::Ready(r) => r.map(|()| Permit { sender: self, class }),
+        match self.shared.poll_reserve(None, class, &mut Ticket::default(), |_| None) {
+            Poll::Ready(r) => r.map(|shed| {
+                let permit = Permit { sender: self, class };
+                self.shared.dead_letter(shed);
+                permit
+            }),
             Poll::Pending => unreachable!("no context, no wait"),
         }
     }
@@ -424,6 +443,10 @@ impl<E> Sender<E> {
     }
 
     /// Events queued in `class`.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
     pub fn len(&self, class: ClassId) -> usize {
         self.shared.lock().core.len(class)
     }
@@ -434,6 +457,10 @@ impl<E> Sender<E> {
     }
 
     /// `class`'s capacity.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
     pub fn capacity(&self, class: ClassId) -> usize {
         self.shared.lock().core.capacity(class)
     }
@@ -535,11 +562,8 @@ impl<E> Receiver<E> {
         poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, limit, |d| buf.push(d))).await
     }
 
-    /// Blocking [`Receiver::recv`], for threads outside an async runtime.
-    ///
-    /// # Panics
-    ///
-    /// Do not call it from an async task: it blocks the thread.
+    /// Blocking [`Receiver::recv`], for threads outside an async runtime. It blocks the thread:
+    /// do not call it from an async task.
     pub fn recv_blocking(&self) -> Option<Delivery<E>> {
         block_on(self.recv())
     }
@@ -551,6 +575,10 @@ impl<E> Receiver<E> {
     }
 
     /// Events queued in `class`.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
     pub fn len(&self, class: ClassId) -> usize {
         self.shared.lock().core.len(class)
     }
@@ -561,6 +589,10 @@ impl<E> Receiver<E> {
     }
 
     /// `class`'s capacity.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
     pub fn capacity(&self, class: ClassId) -> usize {
         self.shared.lock().core.capacity(class)
     }
