@@ -362,13 +362,7 @@ impl<E, T: Timestamp> Core<E, T> {
     pub fn complete(&mut self, class: ClassId, completion: Completion, retries: u32) {
         let c = self.class_mut(class);
         assert!(c.stats.in_flight() > 0, "completion without a delivery in flight in {class:?}");
-        match completion {
-            Completion::Handled => c.stats.handled += 1,
-            Completion::DeadLettered(
-                reason @ (DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked | DeadLetterReason::Shutdown),
-            ) => c.stats.count_dead(reason),
-            Completion::DeadLettered(reason) => panic!("{reason} is not a completion"),
-        }
+        c.stats.count_completion(completion);
         c.stats.retries += u64::from(retries);
     }
 

@@ -131,6 +131,22 @@ event_error! {
     }
 }
 
+event_error! {
+    /// Why [`Engine::submit`](crate::runtime::Engine::submit) did not accept an event; the event is inside.
+    SubmitError {
+        /// The class is full under backpressure (`try_submit` only).
+        Full => "route class is full",
+        /// The engine is shutting down.
+        Closed => "engine is shut down",
+        /// The class is overloaded and its policy is to reject.
+        Rejected => "event rejected by the class's overload policy",
+        /// No route has that name.
+        UnknownRoute => "no such route",
+        /// The route has no class with that index.
+        UnknownClass => "no such class on this route",
+    }
+}
+
 /// Why a reservation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]

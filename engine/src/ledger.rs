@@ -74,8 +74,12 @@ pub struct ClassStats {
     pub dead_handler_failed: u64,
     /// Dead-lettered with reason [`Panicked`](DeadLetterReason::Panicked).
     pub dead_panicked: u64,
-    /// Dead-lettered with reason [`Shutdown`](DeadLetterReason::Shutdown).
+    /// Dead-lettered with reason [`Shutdown`](DeadLetterReason::Shutdown) from the queue: never
+    /// delivered.
     pub dead_shutdown: u64,
+    /// Dead-lettered with reason [`Shutdown`](DeadLetterReason::Shutdown) while in flight: its
+    /// handler was stopped at the drain deadline (or its worker was dropped).
+    pub dead_shutdown_in_flight: u64,
     /// Delivered events whose handler completed successfully.
     pub handled: u64,
     /// Handler attempts after the first (retries).
@@ -92,12 +96,30 @@ impl ClassStats {
 
     /// All dead letters.
     pub fn dead_lettered(&self) -> u64 {
-        self.dead_shed + self.dead_codel + self.dead_expired + self.dead_closed + self.completed_dead()
+        self.dead_shed
+            + self.dead_codel
+            + self.dead_expired
+            + self.dead_closed
+            + self.dead_shutdown
+            + self.completed_dead()
+    }
+
+    /// Dead letters with `reason`, before and after delivery.
+    pub fn dead(&self, reason: DeadLetterReason) -> u64 {
+        match reason {
+            DeadLetterReason::Shed => self.dead_shed,
+            DeadLetterReason::Codel => self.dead_codel,
+            DeadLetterReason::Expired => self.dead_expired,
+            DeadLetterReason::Closed => self.dead_closed,
+            DeadLetterReason::HandlerFailed => self.dead_handler_failed,
+            DeadLetterReason::Panicked => self.dead_panicked,
+            DeadLetterReason::Shutdown => self.dead_shutdown + self.dead_shutdown_in_flight,
+        }
     }
 
     /// Dead letters after delivery (the handler's outcome, or shutdown while in flight).
     fn completed_dead(&self) -> u64 {
-        self.dead_handler_failed + self.dead_panicked + self.dead_shutdown
+        self.dead_handler_failed + self.dead_panicked + self.dead_shutdown_in_flight
     }
 
     /// Delivered events whose completion has not been reported yet.
@@ -112,15 +134,36 @@ impl ClassStats {
             && self.accepted == self.handled + self.dead_lettered() + self.queued + self.in_flight()
     }
 
+    /// Counts a dead letter taken from the queue (never delivered).
+    ///
+    /// # Panics
+    ///
+    /// For a reason that only happens after delivery.
     pub(crate) fn count_dead(&mut self, reason: DeadLetterReason) {
         match reason {
             DeadLetterReason::Shed => self.dead_shed += 1,
             DeadLetterReason::Codel => self.dead_codel += 1,
             DeadLetterReason::Expired => self.dead_expired += 1,
             DeadLetterReason::Closed => self.dead_closed += 1,
-            DeadLetterReason::HandlerFailed => self.dead_handler_failed += 1,
-            DeadLetterReason::Panicked => self.dead_panicked += 1,
             DeadLetterReason::Shutdown => self.dead_shutdown += 1,
+            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked => {
+                panic!("{reason} happens after delivery, not in the queue")
+            }
+        }
+    }
+
+    /// Counts a delivered event's completion.
+    ///
+    /// # Panics
+    ///
+    /// For a reason that only happens before delivery.
+    pub(crate) fn count_completion(&mut self, completion: Completion) {
+        match completion {
+            Completion::Handled => self.handled += 1,
+            Completion::DeadLettered(DeadLetterReason::HandlerFailed) => self.dead_handler_failed += 1,
+            Completion::DeadLettered(DeadLetterReason::Panicked) => self.dead_panicked += 1,
+            Completion::DeadLettered(DeadLetterReason::Shutdown) => self.dead_shutdown_in_flight += 1,
+            Completion::DeadLettered(reason) => panic!("{reason} happens before delivery, not as a completion"),
         }
     }
 }
@@ -170,6 +213,7 @@ impl std::ops::AddAssign<&ClassStats> for ClassStats {
         self.dead_handler_failed += c.dead_handler_failed;
         self.dead_panicked += c.dead_panicked;
         self.dead_shutdown += c.dead_shutdown;
+        self.dead_shutdown_in_flight += c.dead_shutdown_in_flight;
         self.handled += c.handled;
         self.retries += c.retries;
         self.queued += c.queued;

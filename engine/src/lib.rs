@@ -6,14 +6,16 @@ mod codel;
 mod config;
 pub mod core;
 mod error;
+mod latch;
 mod ledger;
+pub mod runtime;
 mod sched;
 mod sync;
 
 pub use chan::{DeadLetterSink, Permit, Receiver, Sender, channel, channel_with_sink};
 pub use config::{ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CLASSES, OverloadPolicy, SchedulerMode};
 pub use core::{DeadLetter, Delivery};
-pub use error::{BuildError, ReserveError, SendError, TryRecvError, TrySendError};
+pub use error::{BuildError, ReserveError, SendError, SubmitError, TryRecvError, TrySendError};
 pub use ledger::{ClassStats, Completion, DeadLetterReason, Stats, Timestamp};
 /// The clock the channel reads: tokio's, so a paused test clock or a simulator drives it.
 pub use tokio::time::Instant;

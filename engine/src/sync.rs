@@ -3,9 +3,9 @@
 //! `veltrix-verify` explore exactly the code that ships.
 
 #[cfg(veltrix_loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use loom::sync::{Arc, Mutex, MutexGuard, atomic::AtomicBool};
 #[cfg(not(veltrix_loom))]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard};
+pub(crate) use std::sync::{Arc, Mutex, MutexGuard, atomic::AtomicBool};
 
 use std::future::Future;
 

@@ -1,0 +1,542 @@
+//! The engine a service embeds: routes bound to handler groups, long-lived workers on tokio,
+//! per-key order, bounded retries, contained panics, graceful shutdown and per-route numbers.
+//!
+//! Each route is a bulkhead: its own classes and bounded queues (one channel per lane), its own
+//! workers. A flood on one route fills only that route's queues.
+//!
+//! # Examples
+//!
+//! ```
+//! use std::future::Future;
+//! use std::time::Duration;
+//! use veltrix_engine::{ClassId, Config};
+//! use veltrix_engine::runtime::{Engine, Handler, HandlerContext, Outcome, RouteSpec, Submission};
+//!
+//! struct Print;
+//! impl Handler<String> for Print {
+//!     fn handle(&self, e: &String, _cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
+//!         println!("{e}");
+//!         std::future::ready(Outcome::Ok)
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::builder().route("log", RouteSpec::new(Config::default()), Print).build()?;
+//! engine.submit(Submission::new("log", ClassId::CRITICAL, "hello".to_string())).await?;
+//! let report = engine.shutdown(Duration::from_secs(1)).await;
+//! assert_eq!(report.handled, 1);
+//! # Ok(()) }
+//! ```
+
+mod handler;
+mod stats;
+mod worker;
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use handler::{Handler, HandlerContext, Outcome, RetryPolicy};
+pub use stats::{EngineStats, LatencySummary, RouteClassStats, RouteStats, ShutdownReport};
+
+use crate::chan::{DeadLetterSink, Permit, Receiver, Sender, channel_with_sink};
+use crate::config::{ClassId, Config};
+use crate::core::DeadLetter;
+use crate::error::BuildError;
+use crate::error::{ReserveError, SubmitError};
+use crate::latch::Latch;
+use crate::ledger::{ClassStats, DeadLetterReason};
+use crate::sync::block_on;
+use stats::RouteLatencies;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use worker::Worker;
+
+/// Identifies a route: its index in registration order. [`Engine::route_name`] gives its name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RouteId(u16);
+
+impl RouteId {
+    /// The route's index in registration order.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// An event as it travels through a route's queues, and as the dead-letter sink receives it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Routed<E> {
+    /// The route it was submitted to.
+    pub route: RouteId,
+    /// Its ordering key, if any.
+    pub key: Option<u64>,
+    /// The event.
+    pub event: E,
+}
+
+type Sink<E> = Arc<dyn DeadLetterSink<Routed<E>>>;
+
+/// Builds the error that hands a refused event back.
+type HandBack<E> = fn(E) -> SubmitError<E>;
+
+/// One event to submit: route, class, optional key and deadline.
+#[derive(Debug)]
+pub struct Submission<'r, E> {
+    route: &'r str,
+    class: ClassId,
+    key: Option<u64>,
+    deadline: Option<Instant>,
+    event: E,
+}
+
+impl<'r, E> Submission<'r, E> {
+    /// `event` for `route` in `class`, without key or deadline (the class's default deadline applies).
+    pub fn new(route: &'r str, class: ClassId, event: E) -> Self {
+        Submission { route, class, key: None, deadline: None, event }
+    }
+
+    /// Events of one route and class with the same key are handled one at a time, in submission
+    /// order (on a route built with [`RouteSpec::keyed`]).
+    pub fn key(mut self, key: u64) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// If still queued at `deadline`, the event is dead-lettered (`expired`) and no handler runs;
+    /// no retry starts at or after it.
+    pub fn deadline(mut self, deadline: Instant) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+}
+
+/// How a route is run.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct RouteSpec {
+    /// The route's classes and queues.
+    pub classes: Config,
+    /// Worker tasks (≥ 1).
+    pub workers: usize,
+    /// Per-key ordering: one lane (queue set) per worker, keys hashed to lanes. Capacities are
+    /// per lane. Keys sharing a lane wait for each other (as partitions do).
+    pub keyed: bool,
+    /// Retries of a failed attempt.
+    pub retry: RetryPolicy,
+}
+
+impl RouteSpec {
+    /// One worker, no per-key lanes, the default retry policy.
+    pub fn new(classes: Config) -> RouteSpec {
+        RouteSpec { classes, workers: 1, keyed: false, retry: RetryPolicy::default() }
+    }
+
+    /// Sets the worker count.
+    pub fn workers(mut self, workers: usize) -> RouteSpec {
+        self.workers = workers;
+        self
+    }
+
+    /// Enables per-key ordering.
+    pub fn keyed(mut self) -> RouteSpec {
+        self.keyed = true;
+        self
+    }
+
+    /// Sets the retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> RouteSpec {
+        self.retry = retry;
+        self
+    }
+}
+
+/// A problem found by [`EngineBuilder::build`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum EngineBuildError {
+    /// No route was registered.
+    NoRoutes,
+    /// A route has an empty name.
+    EmptyRouteName,
+    /// Two routes share a name.
+    DuplicateRoute(String),
+    /// A route has zero workers.
+    ZeroWorkers(String),
+    /// A route's retry policy allows zero attempts.
+    ZeroAttempts(String),
+    /// More than 65,536 routes.
+    TooManyRoutes(usize),
+    /// A route's class configuration is invalid.
+    Classes(String, BuildError),
+    /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
+    NoRuntime,
+}
+
+impl fmt::Display for EngineBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineBuildError::NoRoutes => write!(f, "no route registered"),
+            EngineBuildError::EmptyRouteName => write!(f, "a route has an empty name"),
+            EngineBuildError::DuplicateRoute(r) => write!(f, "route `{r}` is registered twice"),
+            EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
+            EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
+            EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most 65536 are allowed"),
+            EngineBuildError::Classes(r, e) => write!(f, "route `{r}`: {e}"),
+            EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
+        }
+    }
+}
+
+impl std::error::Error for EngineBuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            EngineBuildError::Classes(_, e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+type Spawner<E> = Box<
+    dyn FnOnce(RouteId, &[Receiver<Routed<E>>], &Arc<Latch>, &Sink<E>, &Arc<RouteLatencies>) -> Vec<JoinHandle<()>>,
+>;
+
+/// Registers routes; see [`Engine::builder`].
+pub struct EngineBuilder<E> {
+    routes: Vec<(String, RouteSpec, Spawner<E>)>,
+    sink: Option<Sink<E>>,
+}
+
+impl<E> fmt::Debug for EngineBuilder<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.routes.iter().map(|(n, ..)| n.as_str()).collect();
+        f.debug_struct("EngineBuilder").field("routes", &names).finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + Sync + 'static> EngineBuilder<E> {
+    /// Registers `name`, run by `spec.workers` tasks calling `handler`.
+    pub fn route<H: Handler<E>>(mut self, name: impl Into<String>, spec: RouteSpec, handler: H) -> Self {
+        let handler = Arc::new(handler);
+        let retry = spec.retry;
+        let workers = spec.workers;
+        let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, latencies| {
+            (0..workers)
+                .map(|w| {
+                    let worker = Worker {
+                        rx: lanes[w % lanes.len()].clone(),
+                        handler: handler.clone(),
+                        retry,
+                        stop: stop.clone(),
+                        sink: sink.clone(),
+                        latencies: latencies.clone(),
+                    };
+                    tracing::trace!(route = route.index(), worker = w, "worker spawned");
+                    tokio::spawn(worker.run())
+                })
+                .collect()
+        });
+        self.routes.push((name.into(), spec, spawn));
+        self
+    }
+
+    /// Where dead letters go (every route's). Without one they are counted and dropped.
+    pub fn dead_letter_sink(mut self, sink: impl DeadLetterSink<Routed<E>> + 'static) -> Self {
+        self.sink = Some(Arc::new(sink));
+        self
+    }
+
+    /// Validates the routes and spawns the workers on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// An [`EngineBuildError`] naming the first problem found.
+    pub fn build(self) -> Result<Engine<E>, EngineBuildError> {
+        self.validate()?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(EngineBuildError::NoRuntime);
+        }
+        let sink: Sink<E> = self.sink.unwrap_or_else(|| Arc::new(|_: DeadLetter<Routed<E>>| {}));
+        let stop = Arc::new(Latch::new());
+        let mut routes = Vec::with_capacity(self.routes.len());
+        let mut workers = Vec::new();
+        for (i, (name, spec, spawn)) in self.routes.into_iter().enumerate() {
+            let id = RouteId(i as u16);
+            let lanes = if spec.keyed { spec.workers } else { 1 };
+            let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
+                .map(|_| {
+                    let sink = sink.clone();
+                    channel_with_sink(&spec.classes, move |d: DeadLetter<Routed<E>>| sink.dead_letter(d))
+                })
+                .unzip();
+            let latencies = Arc::new(RouteLatencies::new(spec.classes.len()));
+            workers.extend(spawn(id, &receivers, &stop, &sink, &latencies));
+            tracing::info!(route = %name, workers = spec.workers, lanes, "route started");
+            routes.push(Route {
+                name,
+                id,
+                classes: spec.classes,
+                senders: senders.into(),
+                receivers: receivers.into(),
+                next_lane: AtomicUsize::new(0),
+                latencies,
+            });
+        }
+        let mut by_name: Vec<(String, usize)> = routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
+        by_name.sort();
+        Ok(Engine { routes: routes.into(), by_name: by_name.into(), stop, workers: std::sync::Mutex::new(workers) })
+    }
+
+    fn validate(&self) -> Result<(), EngineBuildError> {
+        if self.routes.is_empty() {
+            return Err(EngineBuildError::NoRoutes);
+        }
+        if self.routes.len() > usize::from(u16::MAX) + 1 {
+            return Err(EngineBuildError::TooManyRoutes(self.routes.len()));
+        }
+        for (i, (name, spec, _)) in self.routes.iter().enumerate() {
+            if name.is_empty() {
+                return Err(EngineBuildError::EmptyRouteName);
+            }
+            if self.routes[..i].iter().any(|(n, ..)| n == name) {
+                return Err(EngineBuildError::DuplicateRoute(name.clone()));
+            }
+            if spec.workers == 0 {
+                return Err(EngineBuildError::ZeroWorkers(name.clone()));
+            }
+            if spec.retry.max_attempts == 0 {
+                return Err(EngineBuildError::ZeroAttempts(name.clone()));
+            }
+            // A `Config` is valid by construction, but re-check: routes may be built from data.
+            let rebuilt = spec
+                .classes
+                .classes()
+                .iter()
+                .cloned()
+                .fold(Config::builder(), |b, c| b.class(c))
+                .scheduler(spec.classes.scheduler());
+            rebuilt.build_exact().map_err(|e| EngineBuildError::Classes(name.clone(), e))?;
+        }
+        Ok(())
+    }
+}
+
+struct Route<E> {
+    name: String,
+    id: RouteId,
+    classes: Config,
+    /// One lane per worker on keyed routes, else one.
+    senders: Box<[Sender<Routed<E>>]>,
+    /// The engine's own handles on each lane: to dead-letter the backlog at the drain deadline.
+    receivers: Box<[Receiver<Routed<E>>]>,
+    next_lane: AtomicUsize,
+    latencies: Arc<RouteLatencies>,
+}
+
+impl<E> Route<E> {
+    fn lane(&self, key: Option<u64>) -> &Sender<Routed<E>> {
+        let n = self.senders.len();
+        let i = match (n, key) {
+            (1, _) => 0,
+            // Fibonacci hashing: spreads sequential keys; deterministic across runs.
+            (_, Some(k)) => ((k.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) % n as u64) as usize,
+            (_, None) => self.next_lane.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % n,
+        };
+        &self.senders[i]
+    }
+
+    fn stats(&self) -> RouteStats {
+        let mut ledgers = vec![ClassStats::default(); self.classes.len()];
+        for rx in self.receivers.iter() {
+            let s = rx.stats();
+            for (total, lane) in ledgers.iter_mut().zip(s.classes()) {
+                *total += lane;
+            }
+        }
+        let names: Vec<&str> = self.classes.classes().iter().map(|c| c.name.as_str()).collect();
+        RouteStats::new(&self.name, &names, ledgers, &self.latencies)
+    }
+}
+
+/// The running engine; see the [module docs](self).
+///
+/// Dropping it without [`Engine::shutdown`] closes intake (later submits are impossible, there
+/// is no handle left) and lets the workers drain the backlog in the background for as long as
+/// the runtime runs. If the runtime stops first, every event still queued is dead-lettered
+/// (`closed`) and every event in flight (`shutdown`): nothing is dropped silently.
+pub struct Engine<E> {
+    routes: Box<[Route<E>]>,
+    by_name: Box<[(String, usize)]>,
+    stop: Arc<Latch>,
+    workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<E> fmt::Debug for Engine<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.routes.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Engine").field("routes", &names).finish_non_exhaustive()
+    }
+}
+
+impl<E: Send + Sync + 'static> Engine<E> {
+    /// A builder with no routes.
+    pub fn builder() -> EngineBuilder<E> {
+        EngineBuilder { routes: Vec::new(), sink: None }
+    }
+}
+
+impl<E> Engine<E> {
+    fn find(&self, name: &str) -> Option<&Route<E>> {
+        let i = self.by_name.binary_search_by(|(n, _)| n.as_str().cmp(name)).ok()?;
+        Some(&self.routes[self.by_name[i].1])
+    }
+
+    /// Looks a route up by name.
+    pub fn route_id(&self, name: &str) -> Option<RouteId> {
+        self.find(name).map(|r| r.id)
+    }
+
+    /// A route's name.
+    ///
+    /// # Panics
+    ///
+    /// If `id` is not a route of this engine.
+    pub fn route_name(&self, id: RouteId) -> &str {
+        &self.routes[id.index()].name
+    }
+
+    /// Resolves route, class and lane, or hands the event back.
+    fn target(&self, s: &Submission<'_, E>) -> Result<(RouteId, &Sender<Routed<E>>), HandBack<E>> {
+        let route = self.find(s.route).ok_or(SubmitError::UnknownRoute as HandBack<E>)?;
+        if s.class.index() >= route.classes.len() {
+            return Err(SubmitError::UnknownClass);
+        }
+        Ok((route.id, route.lane(s.key)))
+    }
+
+    /// Submits an event, waiting while its class is full under backpressure.
+    ///
+    /// # Errors
+    ///
+    /// The event comes back in [`SubmitError::Closed`], [`SubmitError::Rejected`],
+    /// [`SubmitError::UnknownRoute`] or [`SubmitError::UnknownClass`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes submits nothing.
+    pub async fn submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
+        match self.target(&s) {
+            Ok((route, tx)) => fill(tx.reserve(s.class).await, route, s),
+            Err(e) => Err(e(s.event)),
+        }
+    }
+
+    /// Submits without waiting.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::submit`], plus [`SubmitError::Full`].
+    pub fn try_submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
+        match self.target(&s) {
+            Ok((route, tx)) => fill(tx.try_reserve(s.class), route, s),
+            Err(e) => Err(e(s.event)),
+        }
+    }
+
+    /// Blocking [`Engine::submit`], for threads outside the runtime.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::submit`].
+    ///
+    /// # Panics
+    ///
+    /// Do not call it from an async task: it blocks the thread.
+    pub fn submit_blocking(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
+        block_on(self.submit(s))
+    }
+
+    /// Every route's numbers.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats { routes: self.routes.iter().map(Route::stats).collect() }
+    }
+
+    /// Stops intake (late submits, and submits waiting for room, get `Closed(event)` back), lets
+    /// the workers drain the backlog until `drain` has passed, then stops them: handlers still
+    /// running are dropped and their events, and everything still queued, are dead-lettered
+    /// with reason `shutdown`. A second call finds nothing left to do and reports again.
+    pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
+        let deadline = Instant::now() + drain;
+        for route in self.routes.iter() {
+            for tx in route.senders.iter() {
+                tx.close();
+            }
+        }
+        tracing::info!(drain_ms = drain.as_millis() as u64, "engine shutting down");
+        let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let drained = tokio::time::timeout_at(deadline, join_all(&mut workers)).await.is_ok();
+        if !drained {
+            self.stop.set();
+            for route in self.routes.iter() {
+                for rx in route.receivers.iter() {
+                    rx.dead_letter_backlog(DeadLetterReason::Shutdown);
+                }
+            }
+            join_all(&mut workers).await;
+        }
+        let report = ShutdownReport::new(drained, self.stats());
+        tracing::info!(drained, handled = report.handled, returned = report.returned, "engine shut down");
+        report
+    }
+}
+
+/// Sends a submission into its reserved slot, or hands the event back.
+fn fill<E>(
+    permit: Result<Permit<'_, Routed<E>>, ReserveError>,
+    route: RouteId,
+    s: Submission<'_, E>,
+) -> Result<(), SubmitError<E>> {
+    match permit {
+        Ok(permit) => {
+            let event = Routed { route, key: s.key, event: s.event };
+            match s.deadline {
+                Some(d) => permit.send_with_deadline(event, d),
+                None => permit.send(event),
+            }
+            Ok(())
+        }
+        Err(e) => Err(SubmitError::from_reserve(e, s.event)),
+    }
+}
+
+async fn join_all(workers: &mut Vec<JoinHandle<()>>) {
+    while let Some(w) = workers.last_mut() {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "worker task failed");
+        }
+        workers.pop();
+    }
+}
+
+impl<E> Drop for Engine<E> {
+    fn drop(&mut self) {
+        for route in self.routes.iter() {
+            for tx in route.senders.iter() {
+                tx.close();
+            }
+        }
+    }
+}
+
+impl<E> SubmitError<E> {
+    fn from_reserve(e: ReserveError, event: E) -> SubmitError<E> {
+        match e {
+            ReserveError::Full => SubmitError::Full(event),
+            ReserveError::Closed => SubmitError::Closed(event),
+            _ => SubmitError::Rejected(event),
+        }
+    }
+}

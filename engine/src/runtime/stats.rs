@@ -1,0 +1,204 @@
+//! Per route and class numbers: the ledger (from the channel, exact), queue depth, in-flight,
+//! and latency histograms (hdrhistogram, microseconds, 2 significant digits — values within 1% —
+//! up to one hour).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::ledger::{ClassStats, DeadLetterReason};
+
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// Sojourn (enqueue → dequeue) and end-to-end (enqueue → completion) histograms of one class.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    sojourn: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+}
+
+impl Latencies {
+    pub(crate) fn new() -> Latencies {
+        let h = || Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("valid histogram bounds");
+        Latencies { sojourn: h(), end_to_end: h() }
+    }
+
+    pub(crate) fn record(&mut self, sojourn: Duration, end_to_end: Duration) {
+        let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
+        self.sojourn.saturating_record(micros(sojourn));
+        self.end_to_end.saturating_record(micros(end_to_end));
+    }
+}
+
+/// One histogram set per class of a route, each behind its own (short, uncontended) lock.
+#[derive(Debug)]
+pub(crate) struct RouteLatencies {
+    classes: Box<[Mutex<Latencies>]>,
+}
+
+impl RouteLatencies {
+    pub(crate) fn new(classes: usize) -> RouteLatencies {
+        RouteLatencies { classes: (0..classes).map(|_| Mutex::new(Latencies::new())).collect() }
+    }
+
+    pub(crate) fn record(&self, class: usize, sojourn: Duration, end_to_end: Duration) {
+        self.classes[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(sojourn, end_to_end);
+    }
+
+    fn summaries(&self, class: usize) -> (LatencySummary, LatencySummary) {
+        let l = self.classes[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (LatencySummary::of(&l.sojourn), LatencySummary::of(&l.end_to_end))
+    }
+}
+
+/// Percentiles of a latency distribution (zero when `count == 0`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LatencySummary {
+    /// Samples.
+    pub count: u64,
+    /// Median.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// 99.9th percentile.
+    pub p999: Duration,
+    /// Largest sample.
+    pub max: Duration,
+}
+
+impl LatencySummary {
+    fn of(h: &Histogram<u64>) -> LatencySummary {
+        if h.is_empty() {
+            return LatencySummary::default();
+        }
+        let q = |q: f64| Duration::from_micros(h.value_at_quantile(q));
+        LatencySummary {
+            count: h.len(),
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: Duration::from_micros(h.max()),
+        }
+    }
+}
+
+/// One class of one route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteClassStats {
+    /// The class's name.
+    pub class: String,
+    /// The ledger, summed over the route's lanes (each lane's snapshot is exact, so the sum is
+    /// conserved too). Queue depth is `ledger.queued`, in-flight is `ledger.in_flight()`.
+    pub ledger: ClassStats,
+    /// Enqueue → dequeue, of events that reached a worker.
+    pub sojourn: LatencySummary,
+    /// Enqueue → completion (handled or failed), of events that reached a worker.
+    pub end_to_end: LatencySummary,
+}
+
+/// One route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RouteStats {
+    /// The route's name.
+    pub name: String,
+    /// Its classes, most critical first.
+    pub classes: Vec<RouteClassStats>,
+}
+
+impl RouteStats {
+    pub(crate) fn new(
+        name: &str,
+        class_names: &[&str],
+        ledgers: Vec<ClassStats>,
+        latencies: &RouteLatencies,
+    ) -> RouteStats {
+        let classes = ledgers
+            .into_iter()
+            .enumerate()
+            .map(|(k, ledger)| {
+                let (sojourn, end_to_end) = latencies.summaries(k);
+                RouteClassStats { class: class_names[k].to_string(), ledger, sojourn, end_to_end }
+            })
+            .collect();
+        RouteStats { name: name.to_string(), classes }
+    }
+
+    /// The sum over the route's classes.
+    pub fn total(&self) -> ClassStats {
+        self.classes.iter().fold(ClassStats::default(), |mut t, c| {
+            t += &c.ledger;
+            t
+        })
+    }
+}
+
+/// Every route, in registration order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// The routes.
+    pub routes: Vec<RouteStats>,
+}
+
+impl EngineStats {
+    /// One route by name.
+    pub fn route(&self, name: &str) -> Option<&RouteStats> {
+        self.routes.iter().find(|r| r.name == name)
+    }
+
+    /// The sum over every route and class.
+    pub fn total(&self) -> ClassStats {
+        self.routes.iter().fold(ClassStats::default(), |mut t, r| {
+            t += &r.total();
+            t
+        })
+    }
+}
+
+/// What [`Engine::shutdown`](super::Engine::shutdown) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Whether every worker finished the backlog before the drain deadline.
+    pub drained: bool,
+    /// Events handled successfully, over the engine's life.
+    pub handled: u64,
+    /// Events handed back to their submitter (rejected, full or closed), over the engine's life.
+    pub returned: u64,
+    /// Dead letters by reason, over the engine's life; reasons with none are left out.
+    pub dead_lettered: Vec<(DeadLetterReason, u64)>,
+    /// The final numbers.
+    pub stats: EngineStats,
+}
+
+impl ShutdownReport {
+    pub(crate) fn new(drained: bool, stats: EngineStats) -> ShutdownReport {
+        let t = stats.total();
+        let dead_lettered = [
+            DeadLetterReason::Shed,
+            DeadLetterReason::Codel,
+            DeadLetterReason::Expired,
+            DeadLetterReason::Closed,
+            DeadLetterReason::HandlerFailed,
+            DeadLetterReason::Panicked,
+            DeadLetterReason::Shutdown,
+        ]
+        .into_iter()
+        .map(|r| (r, t.dead(r)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        ShutdownReport { drained, handled: t.handled, returned: t.rejected(), dead_lettered, stats }
+    }
+
+    /// Dead letters with `reason`.
+    pub fn dead(&self, reason: DeadLetterReason) -> u64 {
+        self.dead_lettered.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
+    }
+}
