@@ -59,3 +59,39 @@ impl Latch {
         .await
     }
 }
+
+#[cfg(all(test, veltrix_loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// A task waiting on the latch is woken by `set` from another thread, whatever the order.
+    #[test]
+    fn loom_set_wakes_a_waiter() {
+        loom::model(|| {
+            let latch = Arc::new(Latch::new());
+            let l2 = latch.clone();
+            let waiter = loom::thread::spawn(move || loom::future::block_on(l2.wait()));
+            latch.set();
+            waiter.join().unwrap();
+            assert!(latch.is_set());
+        });
+    }
+
+    /// A cancelled wait gives its slot back; a later wait still completes.
+    #[test]
+    fn loom_cancelled_wait_then_set() {
+        loom::model(|| {
+            let latch = Arc::new(Latch::new());
+            {
+                let mut w = Box::pin(latch.wait());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let _ = std::future::Future::poll(w.as_mut(), &mut cx);
+            }
+            let l2 = latch.clone();
+            let setter = loom::thread::spawn(move || l2.set());
+            loom::future::block_on(latch.wait());
+            setter.join().unwrap();
+        });
+    }
+}
