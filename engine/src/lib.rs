@@ -12,7 +12,7 @@ pub mod runtime;
 mod sched;
 mod sync;
 
-pub use chan::{DeadLetterSink, Permit, Receiver, Sender, channel, channel_with_sink};
+pub use chan::{DeadLetterSink, OwnedPermit, Permit, Receiver, ReserveTicket, Sender, channel, channel_with_sink};
 pub use config::{ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CLASSES, OverloadPolicy, SchedulerMode};
 pub use core::{DeadLetter, Delivery};
 pub use error::{BuildError, ReserveError, SendError, SubmitError, TryRecvError, TrySendError};

@@ -223,6 +223,23 @@ impl<E> Shared<E> {
         Poll::Pending
     }
 
+    /// Fills a reservation and hands a `Closed` dead letter to the sink if the receivers are gone.
+    fn fill(&self, class: ClassId, event: E, deadline: Option<Instant>) {
+        let closed = {
+            let mut st = self.lock();
+            self.commit(&mut st, class, event, deadline)
+        };
+        self.dead_letter(closed);
+    }
+
+    /// Gives an unused reservation back.
+    fn unreserve(&self, class: ClassId) {
+        let mut st = self.lock();
+        st.core.cancel(class);
+        st.kick_senders(class.index());
+        st.kick_receivers();
+    }
+
     /// A future dropped before completion gives its slot back (and any unused wakeup).
     fn cancel_wait(&self, ticket: &mut Ticket) {
         if ticket.is_registered() {
@@ -279,7 +296,7 @@ impl<E> Drop for Sender<E> {
 /// A reserved slot in one class: [`Permit::send`] cannot fail (if every receiver is gone by then,
 /// the event goes to the dead letter with reason `Closed`). Dropping it unused gives the slot back.
 pub struct Permit<'a, E> {
-    sender: &'a Sender<E>,
+    shared: &'a Shared<E>,
     class: ClassId,
 }
 
@@ -292,32 +309,84 @@ impl<E> fmt::Debug for Permit<'_, E> {
 impl<E> Permit<'_, E> {
     /// Sends into the reserved slot with the class's default deadline.
     pub fn send(self, event: E) {
-        self.send_inner(event, None)
+        std::mem::ManuallyDrop::new(self).fill(event, None);
     }
 
     /// Sends into the reserved slot with an explicit deadline: if it is still queued at
     /// `deadline`, it goes to the dead letter (`Expired`) and no receiver sees it.
     pub fn send_with_deadline(self, event: E, deadline: Instant) {
-        self.send_inner(event, Some(deadline))
+        std::mem::ManuallyDrop::new(self).fill(event, Some(deadline));
     }
 
-    fn send_inner(self, event: E, deadline: Option<Instant>) {
-        let this = std::mem::ManuallyDrop::new(self);
-        let shared = &this.sender.shared;
-        let closed = {
-            let mut st = shared.lock();
-            shared.commit(&mut st, this.class, event, deadline)
-        };
-        shared.dead_letter(closed);
+    fn fill(&self, event: E, deadline: Option<Instant>) {
+        self.shared.fill(self.class, event, deadline);
     }
 }
 
 impl<E> Drop for Permit<'_, E> {
     fn drop(&mut self) {
-        let mut st = self.sender.shared.lock();
-        st.core.cancel(self.class);
-        st.kick_senders(self.class.index());
-        st.kick_receivers();
+        self.shared.unreserve(self.class);
+    }
+}
+
+/// A [`Permit`] that owns a handle on the channel instead of borrowing a sender, for code that
+/// must hold a reservation across calls (a `tower::Service` between `poll_ready` and `call`).
+pub struct OwnedPermit<E> {
+    shared: Option<Arc<Shared<E>>>,
+    class: ClassId,
+}
+
+impl<E> fmt::Debug for OwnedPermit<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit").field("class", &self.class).finish_non_exhaustive()
+    }
+}
+
+impl<E> OwnedPermit<E> {
+    /// The class the slot is in.
+    pub fn class(&self) -> ClassId {
+        self.class
+    }
+
+    /// Sends into the reserved slot, with the class's default deadline or `deadline`.
+    pub fn send(mut self, event: E, deadline: Option<Instant>) {
+        let shared = self.shared.take().expect("a permit is filled once");
+        shared.fill(self.class, event, deadline);
+    }
+}
+
+impl<E> Drop for OwnedPermit<E> {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.unreserve(self.class);
+        }
+    }
+}
+
+/// Keeps a task's place in a class's wait list between polls of [`Sender::poll_reserve_owned`];
+/// dropping it leaves the list (passing on any wakeup it had received).
+pub struct ReserveTicket<E> {
+    shared: Option<Arc<Shared<E>>>,
+    ticket: Ticket,
+}
+
+impl<E> Default for ReserveTicket<E> {
+    fn default() -> Self {
+        ReserveTicket { shared: None, ticket: Ticket::default() }
+    }
+}
+
+impl<E> fmt::Debug for ReserveTicket<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReserveTicket").field("waiting", &self.ticket.is_registered()).finish()
+    }
+}
+
+impl<E> Drop for ReserveTicket<E> {
+    fn drop(&mut self) {
+        if let Some(shared) = &self.shared {
+            shared.cancel_wait(&mut self.ticket);
+        }
     }
 }
 
@@ -407,7 +476,7 @@ impl<E> Sender<E> {
     pub async fn reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
         let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
         let shed = poll_fn(|cx| guard.shared.poll_reserve(Some(cx), class, &mut guard.ticket, |_| None)).await?;
-        let permit = Permit { sender: self, class };
+        let permit = Permit { shared: &self.shared, class };
         self.shared.dead_letter(shed);
         Ok(permit)
     }
@@ -424,11 +493,41 @@ impl<E> Sender<E> {
     pub fn try_reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
         match self.shared.poll_reserve(None, class, &mut Ticket::default(), |_| None) {
             Poll::Ready(r) => r.map(|shed| {
-                let permit = Permit { sender: self, class };
+                let permit = Permit { shared: &self.shared, class };
                 self.shared.dead_letter(shed);
                 permit
             }),
             Poll::Pending => unreachable!("no context, no wait"),
+        }
+    }
+
+    /// Polls for a slot in `class` without a future: `Ready(Ok(permit))` once one is reserved,
+    /// `Pending` (with `cx` registered, its place kept by `ticket`) while the class is full under
+    /// backpressure. For hand-written futures and `tower::Service::poll_ready`; allocates nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] or [`ReserveError::Rejected`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured, or `ticket` was used with another channel.
+    pub fn poll_reserve_owned(
+        &self,
+        cx: &mut Context<'_>,
+        class: ClassId,
+        ticket: &mut ReserveTicket<E>,
+    ) -> Poll<Result<OwnedPermit<E>, ReserveError>> {
+        let shared = ticket.shared.get_or_insert_with(|| self.shared.clone());
+        assert!(Arc::ptr_eq(shared, &self.shared), "a ReserveTicket serves one channel");
+        match self.shared.poll_reserve(Some(cx), class, &mut ticket.ticket, |_| None) {
+            Poll::Ready(Ok(shed)) => {
+                let permit = OwnedPermit { shared: Some(self.shared.clone()), class };
+                self.shared.dead_letter(shed);
+                Poll::Ready(Ok(permit))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
         }
     }
 

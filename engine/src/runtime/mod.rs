@@ -30,7 +30,10 @@
 //! ```
 
 mod handler;
+#[cfg(feature = "tower")]
+mod service;
 mod stats;
+mod telemetry;
 mod worker;
 
 use std::fmt;
@@ -40,6 +43,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 pub use handler::{Handler, HandlerContext, Outcome, RetryPolicy};
+#[cfg(feature = "tower")]
+pub use service::SubmitService;
 pub use stats::{EngineStats, LatencySummary, RouteClassStats, RouteStats, ShutdownReport};
 
 use crate::chan::{DeadLetterSink, Permit, Receiver, Sender, channel_with_sink};
@@ -50,9 +55,9 @@ use crate::error::{ReserveError, SubmitError};
 use crate::latch::Latch;
 use crate::ledger::{ClassStats, DeadLetterReason};
 use crate::sync::block_on;
-use stats::RouteLatencies;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use telemetry::RouteTelemetry;
 use worker::Worker;
 
 /// Identifies a route: its index in registration order. [`Engine::route_name`] gives its name.
@@ -201,7 +206,7 @@ impl std::error::Error for EngineBuildError {
 }
 
 type Spawner<E> = Box<
-    dyn FnOnce(RouteId, &[Receiver<Routed<E>>], &Arc<Latch>, &Sink<E>, &Arc<RouteLatencies>) -> Vec<JoinHandle<()>>,
+    dyn FnOnce(RouteId, &[Receiver<Routed<E>>], &Arc<Latch>, &Sink<E>, &Arc<RouteTelemetry>) -> Vec<JoinHandle<()>>,
 >;
 
 /// Registers routes; see [`Engine::builder`].
@@ -223,7 +228,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         let handler = Arc::new(handler);
         let retry = spec.retry;
         let workers = spec.workers;
-        let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, latencies| {
+        let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, telemetry| {
             (0..workers)
                 .map(|w| {
                     let worker = Worker {
@@ -232,7 +237,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                         retry,
                         stop: stop.clone(),
                         sink: sink.clone(),
-                        latencies: latencies.clone(),
+                        telemetry: telemetry.clone(),
                     };
                     tracing::trace!(route = route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())
@@ -266,14 +271,17 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         for (i, (name, spec, spawn)) in self.routes.into_iter().enumerate() {
             let id = RouteId(i as u16);
             let lanes = if spec.keyed { spec.workers } else { 1 };
+            let telemetry = Arc::new(RouteTelemetry::new(&name, &spec.classes));
             let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
                 .map(|_| {
-                    let sink = sink.clone();
-                    channel_with_sink(&spec.classes, move |d: DeadLetter<Routed<E>>| sink.dead_letter(d))
+                    let (sink, telemetry) = (sink.clone(), telemetry.clone());
+                    channel_with_sink(&spec.classes, move |d: DeadLetter<Routed<E>>| {
+                        telemetry.dead_lettered(d.class.index(), d.reason);
+                        sink.dead_letter(d)
+                    })
                 })
                 .unzip();
-            let latencies = Arc::new(RouteLatencies::new(spec.classes.len()));
-            workers.extend(spawn(id, &receivers, &stop, &sink, &latencies));
+            workers.extend(spawn(id, &receivers, &stop, &sink, &telemetry));
             tracing::info!(route = %name, workers = spec.workers, lanes, "route started");
             routes.push(Route {
                 name,
@@ -282,7 +290,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                 senders: senders.into(),
                 receivers: receivers.into(),
                 next_lane: AtomicUsize::new(0),
-                latencies,
+                telemetry,
             });
         }
         let mut by_name: Vec<(String, usize)> = routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
@@ -333,7 +341,7 @@ struct Route<E> {
     /// The engine's own handles on each lane: to dead-letter the backlog at the drain deadline.
     receivers: Box<[Receiver<Routed<E>>]>,
     next_lane: AtomicUsize,
-    latencies: Arc<RouteLatencies>,
+    telemetry: Arc<RouteTelemetry>,
 }
 
 impl<E> Route<E> {
@@ -357,7 +365,7 @@ impl<E> Route<E> {
             }
         }
         let names: Vec<&str> = self.classes.classes().iter().map(|c| c.name.as_str()).collect();
-        RouteStats::new(&self.name, &names, ledgers, &self.latencies)
+        RouteStats::new(&self.name, &names, ledgers, &self.telemetry)
     }
 }
 
@@ -409,12 +417,12 @@ impl<E> Engine<E> {
     }
 
     /// Resolves route, class and lane, or hands the event back.
-    fn target(&self, s: &Submission<'_, E>) -> Result<(RouteId, &Sender<Routed<E>>), HandBack<E>> {
+    fn target(&self, s: &Submission<'_, E>) -> Result<(&Route<E>, &Sender<Routed<E>>), HandBack<E>> {
         let route = self.find(s.route).ok_or(SubmitError::UnknownRoute as HandBack<E>)?;
         if s.class.index() >= route.classes.len() {
             return Err(SubmitError::UnknownClass);
         }
-        Ok((route.id, route.lane(s.key)))
+        Ok((route, route.lane(s.key)))
     }
 
     /// Submits an event, waiting while its class is full under backpressure.
@@ -496,19 +504,22 @@ impl<E> Engine<E> {
 /// Sends a submission into its reserved slot, or hands the event back.
 fn fill<E>(
     permit: Result<Permit<'_, Routed<E>>, ReserveError>,
-    route: RouteId,
+    route: &Route<E>,
     s: Submission<'_, E>,
 ) -> Result<(), SubmitError<E>> {
     match permit {
         Ok(permit) => {
-            let event = Routed { route, key: s.key, event: s.event };
+            let event = Routed { route: route.id, key: s.key, event: s.event };
             match s.deadline {
                 Some(d) => permit.send_with_deadline(event, d),
                 None => permit.send(event),
             }
             Ok(())
         }
-        Err(e) => Err(SubmitError::from_reserve(e, s.event)),
+        Err(e) => {
+            route.telemetry.returned(s.class.index());
+            Err(SubmitError::from_reserve(e, s.event))
+        }
     }
 }
 

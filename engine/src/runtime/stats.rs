@@ -2,11 +2,11 @@
 //! and latency histograms (hdrhistogram, microseconds, 2 significant digits — values within 1% —
 //! up to one hour).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use super::telemetry::RouteTelemetry;
 use crate::ledger::{ClassStats, DeadLetterReason};
 
 const MAX_MICROS: u64 = 3_600_000_000;
@@ -29,26 +29,9 @@ impl Latencies {
         self.sojourn.saturating_record(micros(sojourn));
         self.end_to_end.saturating_record(micros(end_to_end));
     }
-}
 
-/// One histogram set per class of a route, each behind its own (short, uncontended) lock.
-#[derive(Debug)]
-pub(crate) struct RouteLatencies {
-    classes: Box<[Mutex<Latencies>]>,
-}
-
-impl RouteLatencies {
-    pub(crate) fn new(classes: usize) -> RouteLatencies {
-        RouteLatencies { classes: (0..classes).map(|_| Mutex::new(Latencies::new())).collect() }
-    }
-
-    pub(crate) fn record(&self, class: usize, sojourn: Duration, end_to_end: Duration) {
-        self.classes[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(sojourn, end_to_end);
-    }
-
-    fn summaries(&self, class: usize) -> (LatencySummary, LatencySummary) {
-        let l = self.classes[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (LatencySummary::of(&l.sojourn), LatencySummary::of(&l.end_to_end))
+    fn summaries(&self) -> (LatencySummary, LatencySummary) {
+        (LatencySummary::of(&self.sojourn), LatencySummary::of(&self.end_to_end))
     }
 }
 
@@ -117,13 +100,13 @@ impl RouteStats {
         name: &str,
         class_names: &[&str],
         ledgers: Vec<ClassStats>,
-        latencies: &RouteLatencies,
+        telemetry: &RouteTelemetry,
     ) -> RouteStats {
         let classes = ledgers
             .into_iter()
             .enumerate()
             .map(|(k, ledger)| {
-                let (sojourn, end_to_end) = latencies.summaries(k);
+                let (sojourn, end_to_end) = telemetry.latencies(k).summaries();
                 RouteClassStats { class: class_names[k].to_string(), ledger, sojourn, end_to_end }
             })
             .collect();

@@ -9,7 +9,7 @@ use std::task::Poll;
 use tokio::time::Instant;
 
 use super::handler::{Handler, HandlerContext, Outcome, RetryPolicy};
-use super::stats::RouteLatencies;
+use super::telemetry::RouteTelemetry;
 use super::{Routed, Sink};
 use crate::chan::Receiver;
 use crate::core::{DeadLetter, Delivery};
@@ -24,7 +24,7 @@ pub(crate) struct Worker<E, H> {
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Arc<Latch>,
     pub(crate) sink: Sink<E>,
-    pub(crate) latencies: Arc<RouteLatencies>,
+    pub(crate) telemetry: Arc<RouteTelemetry>,
 }
 
 impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
@@ -95,8 +95,10 @@ impl<E, H> InFlight<'_, E, H> {
         let d = self.delivery.take().expect("finished once");
         let w = self.worker;
         let now = Instant::now();
-        w.latencies.record(d.class.index(), dequeued_at - d.enqueued_at, now - d.enqueued_at);
         w.rx.complete(d.class, completion, retries);
+        w.telemetry.completed(d.class.index(), dequeued_at - d.enqueued_at, now - d.enqueued_at, completion, retries);
+        #[cfg(feature = "metrics")]
+        w.telemetry.depth(d.class.index(), w.rx.len(d.class));
         if let Completion::DeadLettered(reason) = completion {
             tracing::debug!(class = d.class.index(), %reason, retries, "event dead-lettered after delivery");
             w.sink.dead_letter(DeadLetter { event: d.event, class: d.class, reason, enqueued_at: d.enqueued_at });

@@ -1,0 +1,133 @@
+//! What a route records as events pass: latency histograms for `stats()` always, and with the
+//! `metrics` feature the same numbers through the `metrics` facade. Handles are registered once
+//! per route and class when the engine is built, so recording allocates nothing.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::stats::Latencies;
+use crate::config::Config;
+use crate::ledger::{Completion, DeadLetterReason};
+
+/// One route's recorders, one set per class.
+#[derive(Debug)]
+pub(crate) struct RouteTelemetry {
+    latencies: Box<[Mutex<Latencies>]>,
+    #[cfg(feature = "metrics")]
+    metrics: Box<[metrics_impl::ClassMetrics]>,
+}
+
+impl RouteTelemetry {
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn new(route: &str, classes: &Config) -> RouteTelemetry {
+        RouteTelemetry {
+            latencies: (0..classes.len()).map(|_| Mutex::new(Latencies::new())).collect(),
+            #[cfg(feature = "metrics")]
+            metrics: classes.classes().iter().map(|c| metrics_impl::ClassMetrics::new(route, &c.name)).collect(),
+        }
+    }
+
+    /// A delivered event's completion: latencies, outcome, retries.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn completed(
+        &self,
+        class: usize,
+        sojourn: Duration,
+        end_to_end: Duration,
+        completion: Completion,
+        retries: u32,
+    ) {
+        self.latencies[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(sojourn, end_to_end);
+        #[cfg(feature = "metrics")]
+        self.metrics[class].completed(sojourn, end_to_end, completion, retries);
+    }
+
+    /// A dead letter from the queue (shed, codel, expired, closed, shutdown).
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn dead_lettered(&self, class: usize, reason: DeadLetterReason) {
+        #[cfg(feature = "metrics")]
+        self.metrics[class].dead_lettered(reason);
+    }
+
+    /// A submission handed back to its caller.
+    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+    pub(crate) fn returned(&self, class: usize) {
+        #[cfg(feature = "metrics")]
+        self.metrics[class].returned.increment(1);
+    }
+
+    /// The class's queue depth, observed by a worker.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn depth(&self, class: usize, depth: usize) {
+        self.metrics[class].queue_depth.set(depth as f64);
+    }
+
+    pub(crate) fn latencies(&self, class: usize) -> std::sync::MutexGuard<'_, Latencies> {
+        self.latencies[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(feature = "metrics")]
+mod metrics_impl {
+    use std::time::Duration;
+
+    use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+
+    use crate::ledger::{Completion, DeadLetterReason};
+
+    const REASONS: [DeadLetterReason; 7] = [
+        DeadLetterReason::Shed,
+        DeadLetterReason::Codel,
+        DeadLetterReason::Expired,
+        DeadLetterReason::Closed,
+        DeadLetterReason::HandlerFailed,
+        DeadLetterReason::Panicked,
+        DeadLetterReason::Shutdown,
+    ];
+
+    #[derive(Debug)]
+    pub(super) struct ClassMetrics {
+        handled: Counter,
+        dead: [Counter; 7],
+        retries: Counter,
+        pub(super) returned: Counter,
+        sojourn: Histogram,
+        end_to_end: Histogram,
+        pub(super) queue_depth: Gauge,
+    }
+
+    impl ClassMetrics {
+        pub(super) fn new(route: &str, class: &str) -> ClassMetrics {
+            let labels = [("route", route.to_string()), ("class", class.to_string())];
+            ClassMetrics {
+                handled: counter!("veltrix_events_handled_total", &labels),
+                dead: REASONS.map(|r| {
+                    let mut l = labels.to_vec();
+                    l.push(("reason", r.to_string()));
+                    counter!("veltrix_events_dead_lettered_total", &l)
+                }),
+                retries: counter!("veltrix_retries_total", &labels),
+                returned: counter!("veltrix_events_returned_total", &labels),
+                sojourn: histogram!("veltrix_sojourn_seconds", &labels),
+                end_to_end: histogram!("veltrix_end_to_end_seconds", &labels),
+                queue_depth: gauge!("veltrix_queue_depth_events", &labels),
+            }
+        }
+
+        pub(super) fn dead_lettered(&self, reason: DeadLetterReason) {
+            if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+                self.dead[i].increment(1);
+            }
+        }
+
+        pub(super) fn completed(&self, sojourn: Duration, end_to_end: Duration, completion: Completion, retries: u32) {
+            self.sojourn.record(sojourn.as_secs_f64());
+            self.end_to_end.record(end_to_end.as_secs_f64());
+            self.retries.increment(u64::from(retries));
+            match completion {
+                Completion::Handled => self.handled.increment(1),
+                Completion::DeadLettered(reason) => self.dead_lettered(reason),
+            }
+        }
+    }
+}
