@@ -417,12 +417,12 @@ impl<E> Engine<E> {
     }
 
     /// Resolves route, class and lane, or hands the event back.
-    fn target(&self, s: &Submission<'_, E>) -> Result<(&Route<E>, &Sender<Routed<E>>), HandBack<E>> {
+    fn target(&self, s: &Submission<'_, E>) -> Result<&Route<E>, HandBack<E>> {
         let route = self.find(s.route).ok_or(SubmitError::UnknownRoute as HandBack<E>)?;
         if s.class.index() >= route.classes.len() {
             return Err(SubmitError::UnknownClass);
         }
-        Ok((route, route.lane(s.key)))
+        Ok(route)
     }
 
     /// Submits an event, waiting while its class is full under backpressure.
@@ -437,7 +437,7 @@ impl<E> Engine<E> {
     /// Dropping the future before it completes submits nothing.
     pub async fn submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
         match self.target(&s) {
-            Ok((route, tx)) => fill(tx.reserve(s.class).await, route, s),
+            Ok(route) => fill(route.lane(s.key).reserve(s.class).await, route, s),
             Err(e) => Err(e(s.event)),
         }
     }
@@ -449,7 +449,7 @@ impl<E> Engine<E> {
     /// As [`Engine::submit`], plus [`SubmitError::Full`].
     pub fn try_submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
         match self.target(&s) {
-            Ok((route, tx)) => fill(tx.try_reserve(s.class), route, s),
+            Ok(route) => fill(route.lane(s.key).try_reserve(s.class), route, s),
             Err(e) => Err(e(s.event)),
         }
     }
