@@ -25,6 +25,19 @@ pub enum DeadLetterReason {
     Shutdown,
 }
 
+impl DeadLetterReason {
+    /// Every reason, in the order events meet them (queue, then handler, then shutdown).
+    pub const ALL: [DeadLetterReason; 7] = [
+        DeadLetterReason::Shed,
+        DeadLetterReason::Codel,
+        DeadLetterReason::Expired,
+        DeadLetterReason::Closed,
+        DeadLetterReason::HandlerFailed,
+        DeadLetterReason::Panicked,
+        DeadLetterReason::Shutdown,
+    ];
+}
+
 impl fmt::Display for DeadLetterReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -25,20 +25,22 @@ fn sink() -> (Dead, impl Fn(DeadLetter<Routed<Scripted>>) + Send + Sync + 'stati
     (dead, move |l| d.lock().unwrap().push(l))
 }
 
+/// One route `r` with `spec`, a scripted handler and a collecting dead-letter sink.
+fn one_route(spec: RouteSpec) -> (Engine<Scripted>, ScriptedHandler, Dead) {
+    let handler = ScriptedHandler::default();
+    let (dead, sink) = sink();
+    let engine = Engine::builder().route("r", spec, handler.clone()).dead_letter_sink(sink).build().unwrap();
+    (engine, handler, dead)
+}
+
 fn dead_reasons(dead: &Dead) -> Vec<(u64, DeadLetterReason)> {
     dead.lock().unwrap().iter().map(|d| (d.event.event.id, d.reason)).collect()
 }
 
 #[tokio::test(start_paused = true)]
 async fn retries_are_bounded_and_counted() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
     let retry = RetryPolicy::new(3, 10 * MS, 100 * MS);
-    let engine = Engine::builder()
-        .route("r", RouteSpec::new(Config::default()).retry(retry), handler.clone())
-        .dead_letter_sink(sink)
-        .build()
-        .unwrap();
+    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()).retry(retry));
     let flaky = |id, failures| Scripted { id, behaviour: Behaviour::FlakyThenOk { failures, work: MS } };
     engine.submit(Submission::new("r", ClassId::CRITICAL, flaky(1, 2))).await.unwrap();
     engine.submit(Submission::new("r", ClassId::CRITICAL, flaky(2, 5))).await.unwrap();
@@ -54,14 +56,8 @@ async fn retries_are_bounded_and_counted() {
 
 #[tokio::test(start_paused = true)]
 async fn no_attempt_starts_at_or_after_the_deadline() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
     let retry = RetryPolicy::new(10, 20 * MS, Duration::from_secs(1));
-    let engine = Engine::builder()
-        .route("r", RouteSpec::new(Config::default()).retry(retry), handler.clone())
-        .dead_letter_sink(sink)
-        .build()
-        .unwrap();
+    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()).retry(retry));
     let always_failing = Scripted { id: 1, behaviour: Behaviour::FlakyThenOk { failures: 100, work: 5 * MS } };
     let deadline = Instant::now() + 100 * MS;
     engine.submit(Submission::new("r", ClassId::CRITICAL, always_failing).deadline(deadline)).await.unwrap();
@@ -76,13 +72,7 @@ async fn no_attempt_starts_at_or_after_the_deadline() {
 
 #[tokio::test(start_paused = true)]
 async fn expired_events_never_reach_the_handler() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
-    let engine = Engine::builder()
-        .route("r", RouteSpec::new(Config::default()), handler.clone())
-        .dead_letter_sink(sink)
-        .build()
-        .unwrap();
+    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()));
     // The first takes 50 ms; the second's deadline is 10 ms away, so it expires in the queue.
     engine.submit(Submission::new("r", ClassId::CRITICAL, ok(1, 50))).await.unwrap();
     engine.submit(Submission::new("r", ClassId::CRITICAL, ok(2, 0)).deadline(Instant::now() + 10 * MS)).await.unwrap();
@@ -95,13 +85,7 @@ async fn expired_events_never_reach_the_handler() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_is_contained_and_the_worker_carries_on() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
-    let engine = Engine::builder()
-        .route("r", RouteSpec::new(Config::default()), handler.clone())
-        .dead_letter_sink(sink)
-        .build()
-        .unwrap();
+    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()));
     engine
         .submit(Submission::new("r", ClassId::CRITICAL, Scripted { id: 1, behaviour: Behaviour::Panic }))
         .await

@@ -174,15 +174,7 @@ fn run_case(routes: Vec<RouteCase>, subs: Vec<Sub>, drain_ms: u64) {
         let mut dead_ids: Vec<u64> = dead.iter().map(|d| d.event.event.id).collect();
         dead_ids.sort_unstable();
         assert!(dead_ids.windows(2).all(|w| w[0] != w[1]), "an event dead-lettered twice");
-        for reason in [
-            DeadLetterReason::Shed,
-            DeadLetterReason::Codel,
-            DeadLetterReason::Expired,
-            DeadLetterReason::Closed,
-            DeadLetterReason::HandlerFailed,
-            DeadLetterReason::Panicked,
-            DeadLetterReason::Shutdown,
-        ] {
+        for reason in DeadLetterReason::ALL {
             let in_sink = dead.iter().filter(|d| d.reason == reason).count() as u64;
             assert_eq!(report.dead(reason), in_sink, "{reason}");
             assert_eq!(total.dead(reason), in_sink, "{reason}");

@@ -164,19 +164,7 @@ pub struct ShutdownReport {
 impl ShutdownReport {
     pub(crate) fn new(drained: bool, stats: EngineStats) -> ShutdownReport {
         let t = stats.total();
-        let dead_lettered = [
-            DeadLetterReason::Shed,
-            DeadLetterReason::Codel,
-            DeadLetterReason::Expired,
-            DeadLetterReason::Closed,
-            DeadLetterReason::HandlerFailed,
-            DeadLetterReason::Panicked,
-            DeadLetterReason::Shutdown,
-        ]
-        .into_iter()
-        .map(|r| (r, t.dead(r)))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+        let dead_lettered = DeadLetterReason::ALL.into_iter().map(|r| (r, t.dead(r))).filter(|(_, n)| *n > 0).collect();
         ShutdownReport { drained, handled: t.handled, returned: t.rejected(), dead_lettered, stats }
     }
 

@@ -75,16 +75,6 @@ mod metrics_impl {
 
     use crate::ledger::{Completion, DeadLetterReason};
 
-    const REASONS: [DeadLetterReason; 7] = [
-        DeadLetterReason::Shed,
-        DeadLetterReason::Codel,
-        DeadLetterReason::Expired,
-        DeadLetterReason::Closed,
-        DeadLetterReason::HandlerFailed,
-        DeadLetterReason::Panicked,
-        DeadLetterReason::Shutdown,
-    ];
-
     #[derive(Debug)]
     pub(super) struct ClassMetrics {
         handled: Counter,
@@ -101,7 +91,7 @@ mod metrics_impl {
             let labels = [("route", route.to_string()), ("class", class.to_string())];
             ClassMetrics {
                 handled: counter!("veltrix_events_handled_total", &labels),
-                dead: REASONS.map(|r| {
+                dead: DeadLetterReason::ALL.map(|r| {
                     let mut l = labels.to_vec();
                     l.push(("reason", r.to_string()));
                     counter!("veltrix_events_dead_lettered_total", &l)
@@ -115,7 +105,7 @@ mod metrics_impl {
         }
 
         pub(super) fn dead_lettered(&self, reason: DeadLetterReason) {
-            if let Some(i) = REASONS.iter().position(|r| *r == reason) {
+            if let Some(i) = DeadLetterReason::ALL.iter().position(|r| *r == reason) {
                 self.dead[i].increment(1);
             }
         }
