@@ -85,7 +85,7 @@ async fn expired_events_never_reach_the_handler() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_handler_is_contained_and_the_worker_carries_on() {
-    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()));
+    let (engine, _handler, dead) = one_route(RouteSpec::new(Config::default()));
     engine
         .submit(Submission::new("r", ClassId::CRITICAL, Scripted { id: 1, behaviour: Behaviour::Panic }))
         .await
