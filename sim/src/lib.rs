@@ -1,0 +1,144 @@
+//! `veltrix-sim`: reproducible overload experiments on turmoil. A scenario (TOML) names classes,
+//! arrivals, service times, client behaviour, faults and the systems to compare; every system
+//! runs the same drawn workload behind the same TCP front end; the report says, per system and
+//! class, where every event went and how long it took, and checks queueing theory and the
+//! scenario's `[expect]` lines.
+#![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
+
+pub mod expect;
+pub mod plot;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod scenario;
+pub mod sweep;
+pub mod theory;
+pub mod wire;
+pub mod workload;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use report::{Deterministic, HostPart, Report};
+use scenario::{Scenario, ScenarioError};
+
+/// Heap allocations seen by the binary's counting allocator (stays 0 where none is installed).
+pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Set by a binary that installs the counting allocator.
+pub static ALLOCATIONS_COUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The shipped scenarios: `(name, file name, source)`.
+pub const SCENARIOS: [(&str, &str, &str); 7] = [
+    ("S1", "s1-validation.toml", include_str!("../scenarios/s1-validation.toml")),
+    ("S1-MD1", "s1-md1.toml", include_str!("../scenarios/s1-md1.toml")),
+    ("S2", "s2-overload.toml", include_str!("../scenarios/s2-overload.toml")),
+    ("S3", "s3-batch-flood.toml", include_str!("../scenarios/s3-batch-flood.toml")),
+    ("S4", "s4-retry-storm.toml", include_str!("../scenarios/s4-retry-storm.toml")),
+    ("S5", "s5-redelivery-storm.toml", include_str!("../scenarios/s5-redelivery-storm.toml")),
+    ("S6", "s6-runaway-top-class.toml", include_str!("../scenarios/s6-runaway-top-class.toml")),
+];
+
+/// The default scenario: S2, sustained 2× overload, naive FIFO vs enlarged FIFO vs Veltrix.
+pub const DEFAULT_SCENARIO: &str = "S2";
+
+/// A scenario by shipped name (`S2`) or file path, with its source and display path.
+///
+/// # Errors
+///
+/// A located [`ScenarioError`], or one at 1:1 if the file cannot be read.
+pub fn load(name_or_path: &str) -> Result<(Scenario, String, String), ScenarioError> {
+    if let Some((_, file, src)) =
+        SCENARIOS.iter().find(|(n, f, _)| n.eq_ignore_ascii_case(name_or_path) || *f == name_or_path)
+    {
+        let label = format!("<built-in {file}>");
+        return Scenario::parse(src, &label).map(|s| (s, src.to_string(), label));
+    }
+    let src = std::fs::read_to_string(Path::new(name_or_path)).map_err(|e| ScenarioError {
+        file: name_or_path.to_string(),
+        line: 1,
+        column: 1,
+        field: "-".into(),
+        message: format!("cannot read: {e}"),
+    })?;
+    Scenario::parse(&src, name_or_path).map(|s| (s, src, name_or_path.to_string()))
+}
+
+/// Runs every system of `scenario` with `seed`; `progress` hears `(system, index, count)`.
+///
+/// # Errors
+///
+/// A message if a simulation fails.
+pub fn run_scenario(
+    scenario: &Scenario,
+    source: &str,
+    seed: u64,
+    argv: Vec<String>,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<Report, String> {
+    let started = std::time::Instant::now();
+    let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
+    let schedule = workload::schedule(scenario, seed);
+    let systems = &scenario.systems;
+    let mut runs = Vec::with_capacity(systems.len());
+    for (i, system) in systems.iter().enumerate() {
+        progress(system.name(), i, systems.len());
+        runs.push(run::run_system(scenario, system, &schedule, seed)?);
+    }
+    let deterministic: Deterministic = report::build(scenario, source, seed, &schedule, &runs);
+    let wall = started.elapsed().as_secs_f64();
+    let sim: f64 = runs.iter().map(|r| r.sim_seconds).sum();
+    let offered: u64 = runs.iter().flat_map(|r| r.client.iter()).map(|c| c.fresh + c.retries).sum();
+    let allocs = ALLOCATIONS.load(Ordering::Relaxed) - allocs_before;
+    Ok(Report {
+        deterministic,
+        host: HostPart {
+            argv,
+            wall_seconds: wall,
+            sim_seconds_per_wall_second: if wall > 0.0 { sim / wall } else { 0.0 },
+            host: std::fs::read_to_string("/etc/hostname")
+                .map(|h| h.trim().to_string())
+                .unwrap_or_else(|_| "unknown".into()),
+            allocations_per_event: (ALLOCATIONS_COUNTED.load(Ordering::Relaxed) && offered > 0)
+                .then(|| allocs as f64 / offered as f64),
+        },
+    })
+}
+
+/// Writes `report.json`, `deterministic.json`, `report.md` and the SVG plots into `dir`.
+///
+/// # Errors
+///
+/// The I/O error.
+pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report).expect("serializable"))?;
+    std::fs::write(dir.join("deterministic.json"), deterministic_json(&report.deterministic))?;
+    std::fs::write(dir.join("report.md"), report::markdown(&report.deterministic))?;
+    let d = &report.deterministic;
+    let panels = |f: &dyn Fn(&report::SystemReport, usize) -> Vec<(f64, f64)>| -> Vec<plot::Panel> {
+        d.systems
+            .iter()
+            .map(|s| plot::Panel {
+                title: s.name.clone(),
+                lines: s.classes.iter().enumerate().map(|(k, c)| (c.class.clone(), f(s, k))).collect(),
+            })
+            .collect()
+    };
+    let latency = panels(&|s, k| s.series.t_s.iter().zip(&s.series.p99_ms).map(|(t, v)| (*t as f64, v[k])).collect());
+    std::fs::write(
+        dir.join("latency.svg"),
+        plot::svg(&format!("{}: p99 end-to-end latency per second", d.scenario), "t (s)", "ms", &latency),
+    )?;
+    let depth =
+        panels(&|s, k| s.series.t_s.iter().zip(&s.series.depth).map(|(t, v)| (*t as f64, v[k] as f64)).collect());
+    std::fs::write(
+        dir.join("depth.svg"),
+        plot::svg(&format!("{}: queued events", d.scenario), "t (s)", "events", &depth),
+    )?;
+    Ok(())
+}
+
+/// The deterministic part as canonical JSON (what reruns must reproduce byte for byte).
+pub fn deterministic_json(d: &Deterministic) -> String {
+    serde_json::to_string_pretty(d).expect("serializable")
+}

@@ -1,0 +1,282 @@
+//! `veltrix-sim`: run, sweep, check and replay overload experiments.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::{Parser, Subcommand};
+use veltrix_sim::{ALLOCATIONS, ALLOCATIONS_COUNTED, DEFAULT_SCENARIO, SCENARIOS, report, scenario::Scenario};
+
+/// Counts heap allocations for the report's allocations-per-event figure.
+struct Counting;
+
+// SAFETY: delegates to the system allocator unchanged; only counts.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "veltrix-sim",
+    version,
+    about = "Reproducible overload experiments: Veltrix against naive FIFO queues"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a scenario (a shipped name such as S2, or a TOML file) and print the comparison.
+    Run {
+        /// Scenario name or file; default S2.
+        scenario: Option<String>,
+        /// Seed (default: the scenario's, else a drawn one, printed first).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the JSON report instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Output directory (default target/veltrix-sim/NAME-SEED).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Run a scenario for each value of one parameter and plot latency and goodput against it.
+    Sweep {
+        /// Scenario name or file.
+        scenario: String,
+        /// `KEY=A..B:STEP`, KEY a dotted path into the scenario, e.g. `class.3.arrivals.rate_per_s=20..120:20`.
+        #[arg(long)]
+        param: String,
+        /// Seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Output directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Validate a scenario file.
+    Check {
+        /// Scenario name or file.
+        scenario: String,
+    },
+    /// Re-run a report from its stamp and compare the deterministic part.
+    Replay {
+        /// A report.json written by `run`.
+        report: PathBuf,
+    },
+    /// List the shipped scenarios.
+    List,
+}
+
+fn main() -> ExitCode {
+    ALLOCATIONS_COUNTED.store(true, Ordering::Relaxed);
+    let cli = Cli::parse();
+    let argv: Vec<String> = std::env::args().collect();
+    match cli.command.unwrap_or(Command::Run { scenario: None, seed: None, json: false, out: None }) {
+        Command::Run { scenario, seed, json, out } => {
+            run(scenario.as_deref().unwrap_or(DEFAULT_SCENARIO), seed, json, out, argv)
+        }
+        Command::Sweep { scenario, param, seed, out } => sweep(&scenario, &param, seed, out),
+        Command::Check { scenario } => match veltrix_sim::load(&scenario) {
+            Ok((s, _, label)) => {
+                println!(
+                    "{label}: ok — {} ({} classes, {} systems, {} expectations)",
+                    s.name,
+                    s.classes.get_ref().len(),
+                    s.systems.len(),
+                    s.expect.checks.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => bad_scenario(&e),
+        },
+        Command::Replay { report } => replay(&report),
+        Command::List => {
+            for (name, file, src) in SCENARIOS {
+                let desc = Scenario::parse(src, file).map(|s| s.description).unwrap_or_default();
+                println!("{name:7} {file:28} {desc}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn bad_scenario(e: &veltrix_sim::scenario::ScenarioError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+fn pick_seed(given: Option<u64>, scenario: &Scenario) -> u64 {
+    let (seed, from) = match (given, scenario.seed) {
+        (Some(s), _) => (s, "command line"),
+        (None, Some(s)) => (s, "scenario"),
+        (None, None) => {
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+            (veltrix_sim::rng::Xoshiro256::seed(t ^ u64::from(std::process::id())).next_u64() >> 16, "drawn")
+        }
+    };
+    println!("seed: {seed} ({from})");
+    seed
+}
+
+fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Vec<String>) -> ExitCode {
+    let (scenario, source, label) = match veltrix_sim::load(name) {
+        Ok(x) => x,
+        Err(e) => return bad_scenario(&e),
+    };
+    let seed = pick_seed(seed, &scenario);
+    let report =
+        match veltrix_sim::run_scenario(&scenario, &source, seed, argv, |sys, i, n| eprintln!("[{}/{n}] {sys}", i + 1))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let dir = out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim").join(format!("{}-{seed}", scenario.name)));
+    if let Err(e) = veltrix_sim::write_outputs(&report, &dir) {
+        eprintln!("error: cannot write {}: {e}", dir.display());
+        return ExitCode::FAILURE;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
+    } else {
+        println!("{}", report::markdown(&report.deterministic));
+        println!(
+            "simulated {:.0} s in {:.2} s wall ({:.1} sim-s per wall-s){}",
+            report.host.sim_seconds_per_wall_second * report.host.wall_seconds,
+            report.host.wall_seconds,
+            report.host.sim_seconds_per_wall_second,
+            report.host.allocations_per_event.map_or(String::new(), |a| format!(", {a:.1} allocations per event")),
+        );
+    }
+    println!("report: {}", dir.display());
+    let failed: Vec<_> = report.deterministic.expectations.iter().filter(|e| !e.holds).collect();
+    let theory_failed: Vec<_> = report.deterministic.theory.iter().filter(|t| !t.holds).collect();
+    if failed.is_empty() && theory_failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for e in &failed {
+        eprintln!("expectation failed: {} (actual {:?})", e.check, e.actual);
+    }
+    for t in &theory_failed {
+        eprintln!(
+            "theory check failed: {} {} {}: theory {:.3}, measured {:.3} ± {:.3}",
+            t.system, t.class, t.quantity, t.theory, t.measured.mean, t.measured.half_width
+        );
+    }
+    eprintln!(
+        "reproduce: cargo run --release -p veltrix-sim -- run {label_arg} --seed {seed}",
+        label_arg = if label.starts_with("<built-in") { scenario.name.clone() } else { label }
+    );
+    ExitCode::FAILURE
+}
+
+fn replay(path: &PathBuf) -> ExitCode {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let value: serde_json::Value = match serde_json::from_str(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {}: not a report: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let stamp = &value["deterministic"]["stamp"];
+    let (Some(seed), Some(source)) = (stamp["seed"].as_u64(), stamp["scenario_source"].as_str()) else {
+        eprintln!("error: {}: no stamp (deterministic.stamp.seed, .scenario_source)", path.display());
+        return ExitCode::from(2);
+    };
+    let scenario = match Scenario::parse(source, &format!("{} (stamp)", path.display())) {
+        Ok(s) => s,
+        Err(e) => return bad_scenario(&e),
+    };
+    println!("replaying {} with seed {seed}", scenario.name);
+    let report = match veltrix_sim::run_scenario(&scenario, source, seed, Vec::new(), |_, _, _| {}) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let before = serde_json::to_string_pretty(&value["deterministic"]).expect("json");
+    let after =
+        serde_json::to_string_pretty(&serde_json::to_value(&report.deterministic).expect("json")).expect("json");
+    if before == after {
+        println!("identical: the deterministic part reproduces byte for byte");
+        return ExitCode::SUCCESS;
+    }
+    let (a, b): (Vec<&str>, Vec<&str>) = (before.lines().collect(), after.lines().collect());
+    let first = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    eprintln!(
+        "DIFFERENT from line {}:\n- {}\n+ {}",
+        first + 1,
+        a.get(first).unwrap_or(&""),
+        b.get(first).unwrap_or(&"")
+    );
+    ExitCode::FAILURE
+}
+
+fn sweep(name: &str, param: &str, seed: Option<u64>, out: Option<PathBuf>) -> ExitCode {
+    let (scenario, source, _) = match veltrix_sim::load(name) {
+        Ok(x) => x,
+        Err(e) => return bad_scenario(&e),
+    };
+    let (key, values) = match veltrix_sim::sweep::parse_param(param) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: --param {param}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let seed = pick_seed(seed, &scenario);
+    let bar = indicatif::ProgressBar::new(values.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
+    let result = veltrix_sim::sweep::run(&source, &key, &values, seed, |v| {
+        bar.set_message(format!("{key} = {v}"));
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let points = match result {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let dir =
+        out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim").join(format!("{}-sweep-{seed}", scenario.name)));
+    match veltrix_sim::sweep::write(&dir, &key, &points) {
+        Ok(table) => {
+            println!("{table}");
+            println!("report: {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            ExitCode::FAILURE
+        }
+    }
+}

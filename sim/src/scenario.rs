@@ -1,0 +1,694 @@
+//! Scenario files: TOML, `schema = 1`, unknown fields rejected, units in key names. Every
+//! problem is a [`ScenarioError`] with the file, line, column and field.
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::{Deserialize, Deserializer, de};
+use toml::Spanned;
+
+/// A number that must be finite and > 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Positive(pub f64);
+/// A number that must be finite and ≥ 0.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Default)]
+pub struct NonNegative(pub f64);
+/// A number in (0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Fraction(pub f64);
+
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum N {
+        I(i64),
+        F(f64),
+    }
+    Ok(match N::deserialize(d)? {
+        N::I(i) => i as f64,
+        N::F(f) => f,
+    })
+}
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = number(d)?;
+        if v.is_finite() && v > 0.0 { Ok(Positive(v)) } else { Err(de::Error::custom(format!("must be > 0, got {v}"))) }
+    }
+}
+
+impl<'de> Deserialize<'de> for NonNegative {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = number(d)?;
+        if v.is_finite() && v >= 0.0 {
+            Ok(NonNegative(v))
+        } else {
+            Err(de::Error::custom(format!("must be ≥ 0, got {v}")))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = number(d)?;
+        if v > 0.0 && v <= 1.0 {
+            Ok(Fraction(v))
+        } else {
+            Err(de::Error::custom(format!("must be in (0, 1], got {v}")))
+        }
+    }
+}
+
+/// The schema version this simulator reads.
+pub const SCHEMA: u32 = 1;
+
+/// A parsed, validated scenario.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Must be 1.
+    pub schema: Spanned<u32>,
+    /// Short name (S1 … S6).
+    pub name: String,
+    /// What it shows.
+    #[serde(default)]
+    pub description: String,
+    /// Seed used when the command line gives none.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    /// Simulated time during which clients offer load.
+    pub duration_s: Positive,
+    /// Leading time excluded from latency statistics.
+    #[serde(default)]
+    pub warmup_s: NonNegative,
+    /// How long a handler works on an event.
+    pub service: Service,
+    /// Worker concurrency of the server.
+    #[serde(default = "one")]
+    pub workers: u32,
+    /// The classes, most critical first.
+    #[serde(rename = "class")]
+    pub classes: Spanned<Vec<ClassDef>>,
+    /// Client behaviour.
+    #[serde(default)]
+    pub client: Client,
+    /// Injected faults.
+    #[serde(default)]
+    pub faults: Faults,
+    /// The systems as written (validated into `systems`).
+    #[serde(rename = "system")]
+    raw_systems: Spanned<Vec<RawSystem>>,
+    /// The systems compared, each behind the same server front end.
+    #[serde(skip)]
+    pub systems: Vec<SystemDef>,
+    /// Expectations checked after the run.
+    #[serde(default)]
+    pub expect: Expect,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Service-time distribution.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Service {
+    /// Exponential (M).
+    Exponential {
+        /// Mean.
+        mean_ms: Positive,
+    },
+    /// Constant (D).
+    Deterministic {
+        /// The time.
+        mean_ms: Positive,
+    },
+    /// `slow_ms` with probability `slow_fraction`, else `fast_ms`.
+    Bimodal {
+        /// Fast mode.
+        fast_ms: Positive,
+        /// Slow mode.
+        slow_ms: Positive,
+        /// Probability of the slow mode.
+        slow_fraction: Fraction,
+    },
+    /// Lognormal with the given mean and shape.
+    Lognormal {
+        /// Mean.
+        mean_ms: Positive,
+        /// σ of the underlying normal.
+        sigma: NonNegative,
+    },
+}
+
+impl Service {
+    /// The mean, in ms.
+    pub fn mean_ms(&self) -> f64 {
+        match *self {
+            Service::Exponential { mean_ms }
+            | Service::Deterministic { mean_ms }
+            | Service::Lognormal { mean_ms, .. } => mean_ms.0,
+            Service::Bimodal { fast_ms, slow_ms, slow_fraction } => {
+                fast_ms.0 * (1.0 - slow_fraction.0) + slow_ms.0 * slow_fraction.0
+            }
+        }
+    }
+}
+
+/// One class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassDef {
+    /// Unique name.
+    pub name: Spanned<String>,
+    /// Time after arrival past which a result is useless (goodput counts only results before it).
+    #[serde(default)]
+    pub deadline_ms: Option<Positive>,
+    /// Arrival process.
+    pub arrivals: Arrivals,
+}
+
+/// Arrival process of a class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Arrivals {
+    /// Poisson or evenly spaced.
+    pub kind: ArrivalKind,
+    /// Base rate.
+    pub rate_per_s: NonNegative,
+    /// Windows with another rate (bursts, steps).
+    #[serde(default)]
+    pub steps: Vec<RateStep>,
+}
+
+/// Arrival kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArrivalKind {
+    /// Exponential inter-arrival times.
+    Poisson,
+    /// Evenly spaced.
+    Constant,
+}
+
+/// A window `[from_s, to_s)` with its own rate.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateStep {
+    /// Start.
+    pub from_s: NonNegative,
+    /// End.
+    pub to_s: Positive,
+    /// Rate inside the window.
+    pub rate_per_s: NonNegative,
+}
+
+/// Client behaviour.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Client {
+    /// Give up waiting after this long (and retry, if attempts remain).
+    #[serde(default)]
+    pub timeout_ms: Option<Positive>,
+    /// Attempts per request, the first included.
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    /// Wait before a retry.
+    #[serde(default)]
+    pub backoff_ms: NonNegative,
+    /// Retries allowed as a fraction of fresh requests (a token bucket); none if absent.
+    #[serde(default)]
+    pub retry_budget: Option<Fraction>,
+}
+
+impl Default for Client {
+    fn default() -> Self {
+        Client { timeout_ms: None, max_attempts: 1, backoff_ms: NonNegative(0.0), retry_budget: None }
+    }
+}
+
+/// Faults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Faults {
+    /// Base one-way network latency.
+    #[serde(default)]
+    pub latency_ms: NonNegative,
+    /// Extra random latency, up to this.
+    #[serde(default)]
+    pub jitter_ms: NonNegative,
+    /// Windows where client and server cannot talk.
+    #[serde(default)]
+    pub partition: Vec<Window>,
+    /// Windows where every service time is divided by `factor` (capacity × factor).
+    #[serde(default)]
+    pub capacity_drop: Vec<CapacityDrop>,
+    /// Graceful server restarts: the engine shuts down (backlog dead-lettered) and starts afresh.
+    #[serde(default)]
+    pub restart: Vec<Restart>,
+}
+
+/// A time window.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start.
+    pub from_s: NonNegative,
+    /// End.
+    pub to_s: Positive,
+}
+
+/// Capacity drop.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapacityDrop {
+    /// Start.
+    pub from_s: NonNegative,
+    /// End.
+    pub to_s: Positive,
+    /// Remaining capacity, in (0, 1].
+    pub factor: Fraction,
+}
+
+/// A restart.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// When.
+    pub at_s: Positive,
+}
+
+/// A `[[system]]` table as written: flat, because spans do not survive serde's internally
+/// tagged enums. Validation turns it into a [`SystemDef`].
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSystem {
+    kind: Spanned<String>,
+    name: Spanned<String>,
+    #[serde(default)]
+    capacity: Option<u32>,
+    #[serde(default)]
+    scheduler: Option<SchedulerDef>,
+    #[serde(default)]
+    cap: Option<f64>,
+    #[serde(default)]
+    window: Option<u32>,
+    #[serde(default)]
+    deadlines: Option<bool>,
+    #[serde(default)]
+    class: Vec<VeltrixClass>,
+}
+
+/// A system under test.
+#[derive(Debug, Clone)]
+pub enum SystemDef {
+    /// One unbounded FIFO queue.
+    NaiveFifo {
+        /// Name in the report.
+        name: Spanned<String>,
+    },
+    /// One FIFO queue of `capacity`; overflow is dropped silently (tail drop).
+    Fifo {
+        /// Name in the report.
+        name: Spanned<String>,
+        /// Bound.
+        capacity: u32,
+    },
+    /// The Veltrix engine.
+    Veltrix {
+        /// Name in the report.
+        name: Spanned<String>,
+        /// `strict`, `drr` or `capped` (default).
+        scheduler: SchedulerDef,
+        /// Capped tier's share (default 0.5).
+        cap: f64,
+        /// Capped tier's window (default 16).
+        window: u32,
+        /// Queue bound of every class unless overridden (default 100).
+        capacity: u32,
+        /// Give each event its class deadline (and the client timeout) as its engine deadline
+        /// (default true).
+        deadlines: bool,
+        /// Per-class settings.
+        classes: Vec<VeltrixClass>,
+    },
+}
+
+impl SystemDef {
+    /// The system's name.
+    pub fn name(&self) -> &str {
+        match self {
+            SystemDef::NaiveFifo { name } | SystemDef::Fifo { name, .. } | SystemDef::Veltrix { name, .. } => {
+                name.get_ref()
+            }
+        }
+    }
+}
+
+impl RawSystem {
+    /// The validated system.
+    fn into_def(self, i: usize) -> Result<SystemDef, (Option<Range<usize>>, String, String)> {
+        let field = |f: &str| format!("system[{i}].{f}");
+        let only_veltrix = self.scheduler.is_some()
+            || self.cap.is_some()
+            || self.window.is_some()
+            || self.deadlines.is_some()
+            || !self.class.is_empty();
+        let not_here = |what: &str| {
+            Err((
+                Some(self.kind.span()),
+                field("kind"),
+                format!("{what} does not apply to a `{}` system", self.kind.get_ref()),
+            ))
+        };
+        match self.kind.get_ref().as_str() {
+            "naive-fifo" => {
+                if self.capacity.is_some() || only_veltrix {
+                    return not_here("capacity, scheduler, cap, window, deadlines or class");
+                }
+                Ok(SystemDef::NaiveFifo { name: self.name })
+            }
+            "fifo" => {
+                if only_veltrix {
+                    return not_here("scheduler, cap, window, deadlines or class");
+                }
+                match self.capacity {
+                    Some(c) if c > 0 => Ok(SystemDef::Fifo { name: self.name, capacity: c }),
+                    _ => Err((Some(self.name.span()), field("capacity"), "a `fifo` system needs capacity ≥ 1".into())),
+                }
+            }
+            "veltrix" => Ok(SystemDef::Veltrix {
+                name: self.name,
+                scheduler: self.scheduler.unwrap_or_default(),
+                cap: self.cap.unwrap_or(0.5),
+                window: self.window.unwrap_or(16),
+                capacity: self.capacity.unwrap_or(100),
+                deadlines: self.deadlines.unwrap_or(true),
+                classes: self.class,
+            }),
+            other => Err((
+                Some(self.kind.span()),
+                field("kind"),
+                format!("unknown system kind `{other}` (naive-fifo, fifo, veltrix)"),
+            )),
+        }
+    }
+}
+
+impl SystemDef {
+    fn name_span(&self) -> Range<usize> {
+        match self {
+            SystemDef::NaiveFifo { name } | SystemDef::Fifo { name, .. } | SystemDef::Veltrix { name, .. } => {
+                name.span()
+            }
+        }
+    }
+}
+
+/// Scheduler choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedulerDef {
+    /// Strict priority.
+    Strict,
+    /// Weighted DRR.
+    Drr,
+    /// Capped strict tier + DRR.
+    #[default]
+    Capped,
+}
+
+/// Veltrix settings of one class.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VeltrixClass {
+    /// Which class.
+    pub name: Spanned<String>,
+    /// Queue bound.
+    #[serde(default)]
+    pub capacity: Option<u32>,
+    /// `backpressure`, `reject` or `shed-oldest`.
+    #[serde(default)]
+    pub policy: Option<PolicyDef>,
+    /// DRR weight.
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// CoDel target.
+    #[serde(default)]
+    pub codel_target_ms: Option<Positive>,
+    /// CoDel interval.
+    #[serde(default)]
+    pub codel_interval_ms: Option<Positive>,
+}
+
+/// Overload policy choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyDef {
+    /// Refuse with `Full` (the front end never waits).
+    Backpressure,
+    /// Refuse with `Rejected`.
+    Reject,
+    /// Shed the oldest.
+    ShedOldest,
+}
+
+/// `[expect]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Lines like `veltrix.CRITICAL.latency_ms_p99 < 10`.
+    #[serde(default)]
+    pub checks: Vec<Spanned<String>>,
+}
+
+/// A problem with a scenario file, located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScenarioError {
+    /// The file (or `<built-in NAME>`).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The field, as a dotted path where known.
+    pub field: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: field `{}`: {}", self.file, self.line, self.column, self.field, self.message)
+    }
+}
+
+impl std::error::Error for ScenarioError {}
+
+fn locate(src: &str, offset: usize) -> (usize, usize) {
+    let before = &src[..offset.min(src.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+impl Scenario {
+    /// Parses and validates `src`, read from `file`.
+    ///
+    /// # Errors
+    ///
+    /// A located [`ScenarioError`] for a syntax error, a type error, an unknown field, a value
+    /// out of range, or a cross-field problem (duplicate names, an expectation naming an
+    /// unknown system or class, a window that ends before it starts, …).
+    pub fn parse(src: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        let err = |span: Option<Range<usize>>, field: &str, message: String| {
+            let (line, column) = span.map_or((1, 1), |s| locate(src, s.start));
+            ScenarioError { file: file.to_string(), line, column, field: field.to_string(), message }
+        };
+        let mut scenario: Scenario = toml::from_str(src).map_err(|e| {
+            let message = e.message().to_string();
+            let field = field_of(&message).unwrap_or_else(|| "-".to_string());
+            err(e.span(), &field, message)
+        })?;
+        scenario.validate().map_err(|(span, field, message)| err(span, &field, message))?;
+        Ok(scenario)
+    }
+
+    fn validate(&mut self) -> Result<(), (Option<Range<usize>>, String, String)> {
+        self.systems = self
+            .raw_systems
+            .get_ref()
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, r)| r.into_def(i))
+            .collect::<Result<_, _>>()?;
+        let bad = |span: Range<usize>, field: &str, msg: String| Err((Some(span), field.to_string(), msg));
+        if *self.schema.get_ref() != SCHEMA {
+            return bad(
+                self.schema.span(),
+                "schema",
+                format!("schema {} is not supported (this simulator reads {SCHEMA})", self.schema.get_ref()),
+            );
+        }
+        let classes = self.classes.get_ref();
+        if classes.is_empty() || classes.len() > veltrix_engine::MAX_CLASSES {
+            return bad(
+                self.classes.span(),
+                "class",
+                format!("1 to {} classes are needed, got {}", veltrix_engine::MAX_CLASSES, classes.len()),
+            );
+        }
+        for (i, c) in classes.iter().enumerate() {
+            if c.name.get_ref().is_empty() || classes[..i].iter().any(|o| o.name.get_ref() == c.name.get_ref()) {
+                return bad(
+                    c.name.span(),
+                    &format!("class[{i}].name"),
+                    format!("class name `{}` is empty or repeated", c.name.get_ref()),
+                );
+            }
+            for (j, s) in c.arrivals.steps.iter().enumerate() {
+                if s.to_s.0 <= s.from_s.0 {
+                    return bad(
+                        c.name.span(),
+                        &format!("class[{i}].arrivals.steps[{j}]"),
+                        "to_s must be after from_s".into(),
+                    );
+                }
+            }
+        }
+        if self.workers == 0 {
+            return bad(self.classes.span(), "workers", "at least 1 worker is needed".into());
+        }
+        if self.client.max_attempts == 0 {
+            return bad(self.classes.span(), "client.max_attempts", "at least 1 attempt is needed".into());
+        }
+        if self.client.max_attempts > 1 && self.client.timeout_ms.is_none() {
+            return bad(self.classes.span(), "client.timeout_ms", "retries need a timeout".into());
+        }
+        let systems = &self.systems;
+        if systems.is_empty() {
+            return bad(self.raw_systems.span(), "system", "at least one system is needed".into());
+        }
+        for (i, s) in systems.iter().enumerate() {
+            if s.name().is_empty() || s.name().contains('.') || systems[..i].iter().any(|o| o.name() == s.name()) {
+                return bad(
+                    s.name_span(),
+                    &format!("system[{i}].name"),
+                    format!("system name `{}` is empty, has a dot, or is repeated", s.name()),
+                );
+            }
+            match s {
+                SystemDef::Veltrix { classes: overrides, capacity, cap, window, name, .. } => {
+                    if *capacity == 0 {
+                        return bad(name.span(), &format!("system[{i}].capacity"), "capacity must be ≥ 1".into());
+                    }
+                    if !(*cap > 0.0 && *cap <= 1.0) || *window == 0 {
+                        return bad(
+                            name.span(),
+                            &format!("system[{i}].cap"),
+                            format!("cap {cap} must be in (0, 1] and window ≥ 1"),
+                        );
+                    }
+                    for (j, o) in overrides.iter().enumerate() {
+                        if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
+                            return bad(
+                                o.name.span(),
+                                &format!("system[{i}].class[{j}].name"),
+                                format!("no class `{}`", o.name.get_ref()),
+                            );
+                        }
+                        if o.capacity == Some(0) || o.weight == Some(0) {
+                            return bad(
+                                o.name.span(),
+                                &format!("system[{i}].class[{j}]"),
+                                "capacity and weight must be ≥ 1".into(),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for w in &self.faults.partition {
+            if w.to_s.0 <= w.from_s.0 {
+                return bad(self.classes.span(), "faults.partition", "to_s must be after from_s".into());
+            }
+        }
+        for (i, line) in self.expect.checks.iter().enumerate() {
+            let check = crate::expect::Check::parse(line.get_ref())
+                .map_err(|e| (Some(line.span()), format!("expect.checks[{i}]"), e))?;
+            if !systems.iter().any(|s| s.name() == check.system) {
+                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no system `{}`", check.system));
+            }
+            if let Some(class) = &check.class {
+                if !classes.iter().any(|c| c.name.get_ref() == class) {
+                    return bad(line.span(), &format!("expect.checks[{i}]"), format!("no class `{class}`"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The canonical form hashed into report stamps: the file's meaning, not its spelling.
+    pub fn canonical(src: &str) -> String {
+        match src.parse::<toml::Table>() {
+            Ok(t) => toml::to_string(&t).unwrap_or_else(|_| src.to_string()),
+            Err(_) => src.to_string(),
+        }
+    }
+
+    /// Class names, most critical first.
+    pub fn class_names(&self) -> Vec<String> {
+        self.classes.get_ref().iter().map(|c| c.name.get_ref().clone()).collect()
+    }
+
+    /// Mean service time S̄ in ms.
+    pub fn mean_service_ms(&self) -> f64 {
+        self.service.mean_ms()
+    }
+}
+
+/// The field a serde message names (`unknown field `x``, `missing field `y``), if any.
+fn field_of(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+schema = 1
+name = "t"
+duration_s = 10
+service = { kind = "exponential", mean_ms = 10 }
+[[class]]
+name = "A"
+arrivals = { kind = "poisson", rate_per_s = 10 }
+[[system]]
+kind = "naive-fifo"
+name = "naive"
+"#;
+
+    #[test]
+    fn a_minimal_scenario_parses() {
+        let s = Scenario::parse(OK, "t.toml").unwrap();
+        assert_eq!(s.class_names(), ["A"]);
+        assert_eq!(s.mean_service_ms(), 10.0);
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_field() {
+        let e = Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nbogus = 1"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.field.as_str()), (5, "bogus"), "{e}");
+        let e = Scenario::parse(&OK.replace("rate_per_s = 10", "rate_per_s = -1"), "t.toml").unwrap_err();
+        assert!(e.message.contains("≥ 0"), "{e}");
+        assert_eq!(e.line, 8, "{e}");
+        let e = Scenario::parse(&OK.replace("schema = 1", "schema = 2"), "t.toml").unwrap_err();
+        assert_eq!((e.line, e.column, e.field.as_str()), (2, 10, "schema"), "{e}");
+    }
+}
