@@ -115,7 +115,7 @@ mod tests {
             ("veltrix", Some("CRITICAL"), "latency_ms_p99", Op::Lt, 10.0)
         );
         let c = Check::parse("naive-fifo.lost >= 1").unwrap();
-        assert_eq!((c.class, c.op), (None, Op::Ge));
+        assert_eq!((c.class.as_deref(), c.op), (None, Op::Ge));
         assert!(c.holds(1.0) && !c.holds(0.5));
         assert!(Check::parse("veltrix.lost = 0").is_err());
         assert!(Check::parse("a.b.c.d < 1").is_err());

@@ -115,7 +115,7 @@ pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<()> {
     std::fs::write(dir.join("deterministic.json"), deterministic_json(&report.deterministic))?;
     std::fs::write(dir.join("report.md"), report::markdown(&report.deterministic))?;
     let d = &report.deterministic;
-    let panels = |f: &dyn Fn(&report::SystemReport, usize) -> Vec<(f64, f64)>| -> Vec<plot::Panel> {
+    let panels = |f: &PointsOf| -> Vec<plot::Panel> {
         d.systems
             .iter()
             .map(|s| plot::Panel {
@@ -137,6 +137,9 @@ pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<()> {
     )?;
     Ok(())
 }
+
+/// The points of one class's line in a system's panel.
+type PointsOf = dyn Fn(&report::SystemReport, usize) -> Vec<(f64, f64)>;
 
 /// The deterministic part as canonical JSON (what reruns must reproduce byte for byte).
 pub fn deterministic_json(d: &Deterministic) -> String {

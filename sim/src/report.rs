@@ -96,8 +96,8 @@ pub struct SystemReport {
     pub peak_queued_events: u64,
     /// The same in bytes of event state (events × size of a queued event).
     pub peak_queued_bytes: u64,
-    /// Seconds after the last fault window ends until goodput is back (≥ 90% of fresh load for
-    /// 5 s running); `None` without faults or if it never comes back.
+    /// Seconds after the last disturbance (fault window or arrival step) ends until goodput is
+    /// back (≥ 90% of fresh load for 5 s running); `None` without one or if it never comes back.
     pub recovery_s: Option<f64>,
     /// Per-second series.
     pub series: Series,
@@ -406,14 +406,17 @@ fn series(scenario: &Scenario, run: &SystemRun, classes: usize) -> Series {
     s
 }
 
-/// Seconds after the last fault window until goodput holds ≥ 90% of the fresh load for 5 s.
+/// Seconds after the last disturbance (fault window or arrival step) ends until goodput holds
+/// ≥ 90% of the fresh load for 5 s running.
 fn recovery(scenario: &Scenario, schedule: &[Arrival], run: &SystemRun) -> Option<f64> {
     let f = &scenario.faults;
+    let steps = scenario.classes.get_ref().iter().flat_map(|c| c.arrivals.steps.iter().map(|s| s.to_s.0));
     let last_end = f
         .capacity_drop
         .iter()
         .map(|d| d.to_s.0)
         .chain(f.partition.iter().map(|p| p.to_s.0))
+        .chain(steps)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
     let n = seconds(scenario);
     let from = last_end.ceil() as usize;

@@ -361,6 +361,8 @@ struct ServiceModel {
 }
 
 impl Handler<Job> for ServiceModel {
+    // The trait spells the `Send` future out; clippy's `manual_async_fn` would hide it.
+    #[allow(clippy::manual_async_fn)]
     fn handle(&self, job: &Job, _cx: HandlerContext) -> impl Future<Output = HandlerOutcome> + Send {
         async move {
             self.server.serve(job, self.t0).await;

@@ -18,16 +18,23 @@ pub struct NonNegative(pub f64);
 pub struct Fraction(pub f64);
 
 fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        I(i64),
-        F(f64),
+    struct Number;
+    impl de::Visitor<'_> for Number {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a number")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
     }
-    Ok(match N::deserialize(d)? {
-        N::I(i) => i as f64,
-        N::F(f) => f,
-    })
+    d.deserialize_any(Number)
 }
 
 impl<'de> Deserialize<'de> for Positive {
@@ -508,7 +515,9 @@ impl Scenario {
         };
         let mut scenario: Scenario = toml::from_str(src).map_err(|e| {
             let message = e.message().to_string();
-            let field = field_of(&message).unwrap_or_else(|| "-".to_string());
+            let field = field_of(&message)
+                .or_else(|| e.span().and_then(|sp| key_at(src, sp.start)))
+                .unwrap_or_else(|| "-".to_string());
             err(e.span(), &field, message)
         })?;
         scenario.validate().map_err(|(span, field, message)| err(span, &field, message))?;
@@ -579,36 +588,33 @@ impl Scenario {
                     format!("system name `{}` is empty, has a dot, or is repeated", s.name()),
                 );
             }
-            match s {
-                SystemDef::Veltrix { classes: overrides, capacity, cap, window, name, .. } => {
-                    if *capacity == 0 {
-                        return bad(name.span(), &format!("system[{i}].capacity"), "capacity must be ≥ 1".into());
-                    }
-                    if !(*cap > 0.0 && *cap <= 1.0) || *window == 0 {
+            if let SystemDef::Veltrix { classes: overrides, capacity, cap, window, name, .. } = s {
+                if *capacity == 0 {
+                    return bad(name.span(), &format!("system[{i}].capacity"), "capacity must be ≥ 1".into());
+                }
+                if !(*cap > 0.0 && *cap <= 1.0) || *window == 0 {
+                    return bad(
+                        name.span(),
+                        &format!("system[{i}].cap"),
+                        format!("cap {cap} must be in (0, 1] and window ≥ 1"),
+                    );
+                }
+                for (j, o) in overrides.iter().enumerate() {
+                    if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
                         return bad(
-                            name.span(),
-                            &format!("system[{i}].cap"),
-                            format!("cap {cap} must be in (0, 1] and window ≥ 1"),
+                            o.name.span(),
+                            &format!("system[{i}].class[{j}].name"),
+                            format!("no class `{}`", o.name.get_ref()),
                         );
                     }
-                    for (j, o) in overrides.iter().enumerate() {
-                        if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
-                            return bad(
-                                o.name.span(),
-                                &format!("system[{i}].class[{j}].name"),
-                                format!("no class `{}`", o.name.get_ref()),
-                            );
-                        }
-                        if o.capacity == Some(0) || o.weight == Some(0) {
-                            return bad(
-                                o.name.span(),
-                                &format!("system[{i}].class[{j}]"),
-                                "capacity and weight must be ≥ 1".into(),
-                            );
-                        }
+                    if o.capacity == Some(0) || o.weight == Some(0) {
+                        return bad(
+                            o.name.span(),
+                            &format!("system[{i}].class[{j}]"),
+                            "capacity and weight must be ≥ 1".into(),
+                        );
                     }
                 }
-                _ => {}
             }
         }
         for w in &self.faults.partition {
@@ -650,8 +656,32 @@ impl Scenario {
     }
 }
 
+/// The dotted key of the `key = value` line holding `offset`, under its nearest table header.
+fn key_at(src: &str, offset: usize) -> Option<String> {
+    let before = &src[..offset.min(src.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = src[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let header = before[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match header {
+        Some(h) => format!("{h}.{key}"),
+        None => key.to_string(),
+    })
+}
+
 /// The field a serde message names (`unknown field `x``, `missing field `y``), if any.
 fn field_of(message: &str) -> Option<String> {
+    if !(message.starts_with("unknown field") || message.starts_with("missing field")) {
+        return None;
+    }
     let start = message.find('`')? + 1;
     let end = start + message[start..].find('`')?;
     Some(message[start..end].to_string())

@@ -18,7 +18,7 @@ pub fn parse_param(param: &str) -> Result<(String, Vec<f64>), String> {
     let (a, b) = span.split_once("..").ok_or("expected A..B before :")?;
     let num = |s: &str| s.trim().parse::<f64>().map_err(|_| format!("`{s}` is not a number"));
     let (a, b, step) = (num(a)?, num(b)?, num(step)?);
-    if !(step > 0.0) || b < a || key.trim().is_empty() {
+    if step.is_nan() || step <= 0.0 || b < a || key.trim().is_empty() {
         return Err("need a key, A ≤ B and STEP > 0".into());
     }
     let n = ((b - a) / step + 1e-9).floor() as usize + 1;
