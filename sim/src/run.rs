@@ -681,6 +681,8 @@ struct ClientPlan {
     max_attempts: u32,
     backoff_ns: u64,
     retry_budget: Option<f64>,
+    /// When the server stops; no retry is sent from then on.
+    end_ns: u64,
     stop_ns: u64,
 }
 
@@ -707,6 +709,7 @@ impl ClientPlan {
             max_attempts: scenario.client.max_attempts,
             backoff_ns: (scenario.client.backoff_ms.0 * 1e6) as u64,
             retry_budget: scenario.client.retry_budget.map(|b| b.0),
+            end_ns: (scenario.duration_s.0 * 1e9) as u64,
             stop_ns,
         }
     }
@@ -770,6 +773,11 @@ async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> t
             while let Some(&Reverse((at, id))) = retries.peek().filter(|r| r.0.0 <= now) {
                 retries.pop();
                 let p = pending.get_mut(&id).expect("pending");
+                if at >= plan.end_ns {
+                    // The server has stopped: the request ends unanswered rather than with an
+                    // attempt that could still be on the wire when the simulation ends.
+                    continue;
+                }
                 p.attempt += 1;
                 p.waiting = true;
                 stats[p.arrival.class as usize].retries += 1;
