@@ -179,3 +179,33 @@ fn list_names_every_shipped_scenario() {
         assert!(text.contains(name), "{name} missing from {text}");
     }
 }
+
+#[test]
+fn sweep_runs_each_value_and_plots_latency_and_goodput() {
+    let dir = std::env::temp_dir().join(format!("veltrix-sim-sweep-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("s.toml");
+    std::fs::write(&file, GOOD).unwrap();
+    let out = cli()
+        .args([
+            "sweep",
+            file.to_str().unwrap(),
+            "--param",
+            "class.0.arrivals.rate_per_s=50..150:50",
+            "--seed",
+            "2",
+            "--out",
+            dir.join("o").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    for v in ["| 50 |", "| 100 |", "| 150 |"] {
+        assert!(table.contains(v), "{v} missing from {table}");
+    }
+    let svg = std::fs::read_to_string(dir.join("o/sweep.svg")).unwrap();
+    assert!(svg.contains("p99 latency") && svg.contains("goodput ratio") && svg.contains("<polyline"));
+    let bad = cli().args(["sweep", file.to_str().unwrap(), "--param", "class.9.nope=1..2:1"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "a path that does not exist is a bad scenario");
+}
