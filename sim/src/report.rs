@@ -155,8 +155,13 @@ pub struct ClassReport {
     pub goodput_ratio: f64,
     /// Dead-lettered, by reason.
     pub dead_lettered: BTreeMap<String, u64>,
-    /// Received but never answered: tail-dropped or abandoned.
+    /// Received but never answered: tail-dropped, abandoned, or inside the server when it crashed.
     pub lost: u64,
+    /// Of `lost`, inside the server when it crashed.
+    pub crashed: u64,
+    /// Client attempts that never reached the server: written into a connection that a crash
+    /// then killed, or not written at all while the server was down.
+    pub lost_on_wire: u64,
     /// Client attempts that timed out.
     pub timeouts: u64,
     /// Requests the client gave up on (last attempt refused, dead-lettered or timed out).
@@ -265,19 +270,27 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
             DeadLetterReason::ALL.iter().zip(s.dead).filter(|(_, n)| *n > 0).map(|(r, n)| (r.to_string(), n)).collect();
         let dead_total: u64 = s.dead.iter().sum();
         let rejected_total: u64 = s.rejected.iter().sum();
-        let unaccounted = s.accepted.saturating_sub(s.handled + dead_total + s.abandoned);
-        let lost = s.tail_dropped + s.abandoned + unaccounted;
+        let unaccounted = s.accepted.saturating_sub(s.handled + dead_total + s.abandoned + s.crashed);
+        let lost = s.tail_dropped + s.abandoned + s.crashed + unaccounted;
         identities.push(Identity {
             identity: format!("{name}: received = accepted + rejected + tail-dropped"),
             holds: s.received == s.accepted + rejected_total + s.tail_dropped,
         });
         identities.push(Identity {
-            identity: format!("{name}: accepted = handled + dead-lettered + abandoned"),
-            holds: s.accepted == s.handled + dead_total + s.abandoned,
+            identity: format!("{name}: accepted = handled + dead-lettered + abandoned + crashed"),
+            holds: s.accepted == s.handled + dead_total + s.abandoned + s.crashed,
         });
+        // Attempts written into a connection whose server then crashed vanish with it; without
+        // a crash none may.
+        let on_wire = (c.fresh + c.retries).saturating_sub(s.received + c.send_failed);
         identities.push(Identity {
-            identity: format!("{name}: client attempts = server received (none vanished on the wire)"),
-            holds: c.fresh + c.retries == s.received,
+            identity: if scenario.faults.crash.is_empty() {
+                format!("{name}: client attempts = server received + attempts the client could not write")
+            } else {
+                format!("{name}: client attempts = server received + not written + vanished in a crash")
+            },
+            holds: c.fresh + c.retries == s.received + c.send_failed + on_wire
+                && (on_wire == 0 || !scenario.faults.crash.is_empty()),
         });
         if let Some(ledger) = &run.ledger {
             identities.push(Identity {
@@ -297,6 +310,8 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
             goodput_ratio: ratio(s.goodput, c.fresh),
             dead_lettered: dead,
             lost,
+            crashed: s.crashed,
+            lost_on_wire: on_wire + c.send_failed,
             timeouts: c.timeouts,
             client_failed: c.failed,
             latency_ms: Percentiles::of(&e2e),
@@ -349,6 +364,8 @@ fn total_of(classes: &[ClassReport], run: &SystemRun, warmup_ns: u64) -> ClassRe
         t.handled += c.handled;
         t.goodput += c.goodput;
         t.lost += c.lost;
+        t.crashed += c.crashed;
+        t.lost_on_wire += c.lost_on_wire;
         t.timeouts += c.timeouts;
         t.client_failed += c.client_failed;
         t.peak_in_system += c.peak_in_system;
@@ -416,6 +433,7 @@ fn recovery(scenario: &Scenario, schedule: &[Arrival], run: &SystemRun) -> Optio
         .iter()
         .map(|d| d.to_s.0)
         .chain(f.partition.iter().map(|p| p.to_s.0))
+        .chain(f.crash.iter().map(|c| c.at_s.0 + c.down_s.0))
         .chain(steps)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
     let n = seconds(scenario);

@@ -56,6 +56,8 @@ pub struct ServerClass {
     pub tail_dropped: u64,
     /// Accepted by a naive queue, then abandoned with its backlog at a restart or the end.
     pub abandoned: u64,
+    /// Inside the server when it crashed: lost with its memory.
+    pub crashed: u64,
     /// Most events of the class inside the system at once.
     pub peak_in_system: u64,
     in_system: u64,
@@ -97,6 +99,8 @@ pub struct ClientClass {
     pub failed: u64,
     /// Requests still waiting when the client stopped.
     pub unanswered: u64,
+    /// Attempts that could not be written (no connection: the server was down).
+    pub send_failed: u64,
 }
 
 /// The outcome of one system's run.
@@ -168,8 +172,33 @@ pub fn run_system(
         .collect();
     holds.sort();
     let mut holds = holds.into_iter().peekable();
+    // (time, crash = true / come back = false)
+    let mut crashes: Vec<(u64, bool)> = scenario
+        .faults
+        .crash
+        .iter()
+        .flat_map(|c| [((c.at_s.0 * 1e9) as u64, true), (((c.at_s.0 + c.down_s.0) * 1e9) as u64, false)])
+        .collect();
+    crashes.sort();
+    let mut crashes = crashes.into_iter().peekable();
+    let mut down = false;
     loop {
         let now = sim.elapsed().as_nanos() as u64;
+        while let Some(&(at, crash)) = crashes.peek() {
+            if at > now {
+                break;
+            }
+            crashes.next();
+            if crash && !down {
+                server.crash_begins(now);
+                sim.crash("server");
+                server.crash_ends();
+                down = true;
+            } else if !crash && down {
+                sim.bounce("server");
+                down = false;
+            }
+        }
         while let Some(&(at, hold)) = holds.peek() {
             if at > now {
                 break;
@@ -188,6 +217,7 @@ pub fn run_system(
     let sim_seconds = sim.elapsed().as_secs_f64();
     drop(sim);
     let state = Arc::try_unwrap(server).map_err(|_| "server state still shared".to_string())?;
+    let crashed = state.crashed_once.load(std::sync::atomic::Ordering::SeqCst);
     let rec = state.rec.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let client = client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(SystemRun {
@@ -201,7 +231,8 @@ pub fn run_system(
         client,
         completions: rec.completions,
         depth: rec.depth,
-        ledger: rec.ledger,
+        // A crashed engine's ledger died with it: there is nothing whole to compare.
+        ledger: if crashed { None } else { rec.ledger },
         sim_seconds,
     })
 }
@@ -247,9 +278,34 @@ struct ServerShared {
     end_ns: u64,
     rec: Mutex<Recorder>,
     free_at: Mutex<Vec<u64>>,
+    /// Set while the host is being torn down by a crash: what the teardown reports is lost.
+    crashing: std::sync::atomic::AtomicBool,
+    /// Any crash happened (the engine's ledger then dies with it and cannot be compared).
+    crashed_once: std::sync::atomic::AtomicBool,
 }
 
 impl ServerShared {
+    fn crash_begins(&self, now: u64) {
+        self.crashing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.crashed_once.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Work in progress dies with the host: the workers are free when it comes back.
+        self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter_mut().for_each(|f| *f = now);
+    }
+
+    fn crash_ends(&self) {
+        let mut rec = self.rec();
+        for c in rec.classes.iter_mut() {
+            c.crashed += c.in_system;
+            c.in_system = 0;
+        }
+        drop(rec);
+        self.crashing.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_crashing(&self) -> bool {
+        self.crashing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn new(scenario: &Scenario, system: &SystemDef, classes: usize) -> ServerShared {
         let timeout = scenario.client.timeout_ms.map(|t| (t.0 * 1e6) as u64);
         let good_within_ns = scenario
@@ -280,6 +336,8 @@ impl ServerShared {
             end_ns: ns(scenario.duration_s.0),
             rec: Mutex::new(Recorder { classes: vec![ServerClass::default(); classes], ..Recorder::default() }),
             free_at: Mutex::new(vec![0; scenario.workers as usize]),
+            crashing: std::sync::atomic::AtomicBool::new(false),
+            crashed_once: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -333,6 +391,11 @@ impl ServerShared {
     }
 
     fn dead_letter(&self, job: &Job, reason: DeadLetterReason) {
+        if self.is_crashing() {
+            // Destructors running as the crashed host's runtime is dropped: a real crash runs
+            // none, so the event is lost, not dead-lettered (`crash_ends` counts it).
+            return;
+        }
         let i = DeadLetterReason::ALL.iter().position(|r| *r == reason).expect("a known reason");
         {
             let mut rec = self.rec();
@@ -600,7 +663,9 @@ async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
             let mut restarts = server.restarts.clone();
             restarts.sort_unstable();
             let mut restarts = restarts.into_iter().filter(|&r| r < server.end_ns).peekable();
-            let mut next_sample = 0;
+            // After a crash the host starts again mid-run: sample from now on.
+            let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+            let mut next_sample = now.div_ceil(DEPTH_EVERY_NS) * DEPTH_EVERY_NS;
             loop {
                 let next_restart = restarts.peek().copied().unwrap_or(u64::MAX);
                 let wake = next_sample.min(next_restart).min(server.end_ns);
@@ -724,29 +789,36 @@ struct Pending {
     done: bool,
 }
 
-async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> turmoil::Result {
-    let stream = loop {
-        match turmoil::net::TcpStream::connect(("server", PORT)).await {
-            Ok(s) => break s,
-            Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
-        }
-    };
-    let t0 = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
-    let (mut rd, mut wr) = stream.into_split();
-    let (tx, mut responses) = mpsc::unbounded_channel::<Response>();
+/// Connects and starts a reader that forwards decoded responses to `tx`.
+async fn connect(tx: &mpsc::UnboundedSender<Response>) -> Option<turmoil::net::tcp::OwnedWriteHalf> {
+    let stream = turmoil::net::TcpStream::connect(("server", PORT)).await.ok()?;
+    let (mut rd, wr) = stream.into_split();
+    let tx = tx.clone();
     tokio::spawn(async move {
         let mut buf = [0u8; RESPONSE_LEN];
         while rd.read_exact(&mut buf).await.is_ok() {
             match Response::decode(&buf) {
-                Ok(r) => {
-                    if tx.send(r).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
+                Ok(r) if tx.send(r).is_ok() => {}
+                // A malformed frame or a finished client: stop reading this connection.
+                _ => break,
             }
         }
     });
+    Some(wr)
+}
+
+async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> turmoil::Result {
+    let t0 = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
+    let (tx, mut responses) = mpsc::unbounded_channel::<Response>();
+    // The server binds on its first poll: retry until it listens.
+    let mut wr = loop {
+        if let Some(w) = connect(&tx).await {
+            break Some(w);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    // Classes of the frames in `out`, to count the ones that cannot be written.
+    let mut out_classes: Vec<u8> = Vec::new();
 
     let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
     let mut timeouts: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
@@ -768,6 +840,7 @@ async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> t
                 tokens = (tokens + plan.retry_budget.unwrap_or(0.0)).min(100.0);
                 pending.insert(a.id, Pending { arrival: *a, attempt: 1, waiting: true, done: false });
                 send(&mut out, &plan, a, 1, a.at_ns, &mut timeouts);
+                out_classes.push(a.class);
             }
             // Retries due now.
             while let Some(&Reverse((at, id))) = retries.peek().filter(|r| r.0.0 <= now) {
@@ -782,6 +855,7 @@ async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> t
                 p.waiting = true;
                 stats[p.arrival.class as usize].retries += 1;
                 send(&mut out, &plan, &p.arrival, p.attempt, at, &mut timeouts);
+                out_classes.push(p.arrival.class);
             }
             // Timeouts due now.
             while let Some(&Reverse((at, id, attempt))) = timeouts.peek().filter(|t| t.0.0 <= now) {
@@ -796,8 +870,23 @@ async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> t
             }
         }
         if !out.is_empty() {
-            wr.write_all(&out).await?;
+            if wr.is_none() {
+                wr = connect(&tx).await;
+            }
+            let written = match &mut wr {
+                Some(w) => w.write_all(&out).await.is_ok(),
+                None => false,
+            };
+            if !written {
+                // The server is down (crashed): these attempts fail; timeouts will retry them.
+                wr = None;
+                let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for &class in &out_classes {
+                    stats[class as usize].send_failed += 1;
+                }
+            }
             out.clear();
+            out_classes.clear();
         }
         let wake = [
             plan.arrivals.get(next).map(|a| a.at_ns),

@@ -254,6 +254,20 @@ pub struct Faults {
     /// Graceful server restarts: the engine shuts down (backlog dead-lettered) and starts afresh.
     #[serde(default)]
     pub restart: Vec<Restart>,
+    /// Hard crashes of the server host: its memory is gone (queued and in-flight events are
+    /// lost, counted as `crashed`); it comes back `down_s` later.
+    #[serde(default)]
+    pub crash: Vec<Crash>,
+}
+
+/// A hard crash.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Crash {
+    /// When.
+    pub at_s: Positive,
+    /// How long the host stays down.
+    pub down_s: Positive,
 }
 
 /// A time window.

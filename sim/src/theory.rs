@@ -155,6 +155,7 @@ fn eligible(s: &Scenario) -> bool {
         && s.faults.partition.is_empty()
         && s.faults.capacity_drop.is_empty()
         && s.faults.restart.is_empty()
+        && s.faults.crash.is_empty()
         && s.faults.jitter_ms.0 == 0.0
         && s.classes.get_ref().iter().all(|c| c.arrivals.kind == ArrivalKind::Poisson && c.arrivals.steps.is_empty())
 }

@@ -209,3 +209,43 @@ fn sweep_runs_each_value_and_plots_latency_and_goodput() {
     let bad = cli().args(["sweep", file.to_str().unwrap(), "--param", "class.9.nope=1..2:1"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "a path that does not exist is a bad scenario");
 }
+
+/// A hard crash loses what was inside the server, and only that: every identity still holds,
+/// Veltrix's loss is exactly its `crashed` count, and it is back to full goodput at once.
+#[test]
+fn a_hard_crash_loses_only_what_was_inside_and_veltrix_recovers() {
+    let src = r#"
+schema = 1
+name = "crash"
+duration_s = 20
+service = { kind = "exponential", mean_ms = 10 }
+[client]
+timeout_ms = 200
+max_attempts = 3
+[faults]
+crash = [{ at_s = 5, down_s = 2 }]
+[[class]]
+name = "A"
+deadline_ms = 500
+arrivals = { kind = "poisson", rate_per_s = 30 }
+[[class]]
+name = "B"
+arrivals = { kind = "poisson", rate_per_s = 30 }
+[[system]]
+kind = "naive-fifo"
+name = "naive"
+[[system]]
+kind = "veltrix"
+name = "veltrix"
+[expect]
+checks = ["veltrix.identities_hold == 1", "naive.identities_hold == 1", "veltrix.recovery_s < 3"]
+"#;
+    let scenario = Scenario::parse(src, "<crash>").unwrap();
+    let report = run_scenario(&scenario, src, 1, Vec::new(), |_, _, _| {}).unwrap();
+    let d = &report.deterministic;
+    assert!(d.expectations.iter().all(|e| e.holds), "{:#?}", d.expectations);
+    let v = &d.systems[1].total;
+    assert!(v.crashed > 0, "something was inside when it crashed");
+    assert_eq!(v.lost, v.crashed, "Veltrix loses nothing but what the crash took");
+    assert!(v.lost_on_wire > 0, "attempts sent while the server was down never arrived");
+}
