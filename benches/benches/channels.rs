@@ -1,0 +1,103 @@
+//! Veltrix against the channels people would pick instead. Every workload is one criterion
+//! group with one function per peer, so ratios come from the same run on the same machine.
+//! `benches/RESULTS.md` is generated from these groups' estimates (`cargo run -p
+//! veltrix-benches --bin results`); `ci/bench-gate` compares chosen ratios with `benches/gate.toml`.
+
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use veltrix_benches::{
+    AsyncChannel, AsyncPriority, Chan, Crossbeam, Flume, Kanal, MultiConsumer, Thingbuf, TokioMpsc, Veltrix1, Veltrix4,
+    ping_pong, priority_flood, throughput, throughput_mc,
+};
+
+const CAPACITY: usize = 1024;
+const MESSAGES: u64 = 20_000;
+
+fn per_message<'c>(
+    c: &'c mut Criterion,
+    group: &str,
+    messages: u64,
+) -> criterion::BenchmarkGroup<'c, criterion::measurement::WallTime> {
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(messages));
+    g.sample_size(10);
+    g
+}
+
+macro_rules! peers {
+    ($g:expr, $run:ident, [$($peer:ty),+], $args:tt) => {
+        $( $g.bench_function(<$peer as Chan>::NAME, |b| b.iter_custom(|iters| (0..iters).map(|_| $run::<$peer> $args).sum())); )+
+    };
+}
+
+fn spsc(c: &mut Criterion) {
+    let mut g = per_message(c, "spsc", MESSAGES);
+    peers!(
+        g,
+        throughput,
+        [Veltrix1, TokioMpsc, Crossbeam, Flume, AsyncChannel, Thingbuf, Kanal],
+        (1, 1, MESSAGES, CAPACITY, 1)
+    );
+    g.finish();
+}
+
+fn mpsc(c: &mut Criterion) {
+    let mut g = per_message(c, "mpsc-4p", MESSAGES);
+    peers!(
+        g,
+        throughput,
+        [Veltrix1, TokioMpsc, Crossbeam, Flume, AsyncChannel, Thingbuf, Kanal],
+        (4, 1, MESSAGES / 4, CAPACITY, 1)
+    );
+    g.finish();
+}
+
+fn mpmc(c: &mut Criterion) {
+    let mut g = per_message(c, "mpmc-4x4", MESSAGES);
+    fn run<C: MultiConsumer>() -> Duration {
+        throughput_mc::<C>(4, 4, MESSAGES / 4, CAPACITY)
+    }
+    peers!(g, run, [Veltrix1, Crossbeam, Flume, AsyncChannel, Kanal], ());
+    g.finish();
+}
+
+fn classes(c: &mut Criterion) {
+    let mut g = per_message(c, "classes-4p", MESSAGES);
+    peers!(g, throughput, [Veltrix1, Veltrix4, AsyncPriority], (4, 1, MESSAGES / 4, CAPACITY, 1));
+    g.finish();
+}
+
+fn batch(c: &mut Criterion) {
+    let mut g = per_message(c, "batch-recv", MESSAGES);
+    peers!(g, throughput, [Veltrix1, TokioMpsc, Crossbeam, Flume], (1, 1, MESSAGES, CAPACITY, 64));
+    g.finish();
+}
+
+fn full(c: &mut Criterion) {
+    let mut g = per_message(c, "full-backpressure", MESSAGES / 4);
+    peers!(g, throughput, [Veltrix1, TokioMpsc, Crossbeam, Flume, AsyncChannel, Kanal], (2, 1, MESSAGES / 8, 1, 1));
+    g.finish();
+}
+
+fn pingpong(c: &mut Criterion) {
+    let mut g = per_message(c, "ping-pong", 2_000);
+    peers!(g, ping_pong, [Veltrix1, TokioMpsc, Crossbeam, Flume, AsyncChannel, Kanal], (2_000));
+    g.finish();
+}
+
+fn flood(c: &mut Criterion) {
+    // The "time" is the urgent class's p99 latency under the flood (lower is better).
+    let mut g = c.benchmark_group("priority-flood-p99");
+    g.sample_size(10);
+    peers!(
+        g,
+        priority_flood,
+        [Veltrix4, AsyncPriority, TokioMpsc],
+        (200, Duration::from_micros(500), Duration::from_micros(20))
+    );
+    g.finish();
+}
+
+criterion_group!(benches, spsc, mpsc, mpmc, classes, batch, full, pingpong, flood);
+criterion_main!(benches);
