@@ -290,10 +290,7 @@ pub fn throughput<C: Chan>(
     per_producer: u64,
     capacity: usize,
     batch: usize,
-) -> Duration
-where
-    C: Chan,
-{
+) -> Duration {
     assert!(consumers == 1, "use throughput_mc for several consumers");
     let (tx, rx) = C::channel(capacity);
     let start = Instant::now();
