@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use veltrix_benches::{
     AsyncChannel, AsyncPriority, Chan, Crossbeam, Flume, Kanal, MultiConsumer, Thingbuf, TokioMpsc, Veltrix1, Veltrix4,
-    ping_pong, priority_flood, throughput, throughput_mc,
+    engine_path, ping_pong, priority_flood, throughput, throughput_mc,
 };
 
 const CAPACITY: usize = 1024;
@@ -99,5 +99,16 @@ fn flood(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spsc, mpsc, mpmc, classes, batch, full, pingpong, flood);
+fn engine(c: &mut Criterion) {
+    let mut g = per_message(c, "engine-submit-to-handler", MESSAGES);
+    g.bench_function("veltrix", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| engine_path::veltrix(MESSAGES, CAPACITY)).sum())
+    });
+    g.bench_function("tokio-mpsc", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| engine_path::tokio_mpsc(MESSAGES, CAPACITY)).sum())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, spsc, mpsc, mpmc, classes, batch, full, pingpong, flood, engine);
 criterion_main!(benches);

@@ -452,3 +452,74 @@ fn spin_for(d: Duration) {
         std::hint::spin_loop();
     }
 }
+
+/// The engine's submit → worker → handler path for `n` events (one route, one worker, a
+/// handler that only counts), against the same thing hand-built from `tokio::sync::mpsc` and a
+/// worker task. Both on the same two-thread tokio runtime; returns the time until the last
+/// event was handled.
+pub mod engine_path {
+    use std::future::Future;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{Duration, Instant};
+
+    use veltrix_engine::runtime::{Engine, Handler, HandlerContext, Outcome, RouteSpec, Submission};
+    use veltrix_engine::{ClassId, Config};
+
+    struct Count(Arc<AtomicU64>);
+
+    impl Handler<u64> for Count {
+        fn handle(&self, e: &u64, _cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
+            self.0.fetch_add(std::hint::black_box(*e) & 1, Ordering::Relaxed);
+            std::future::ready(Outcome::Ok)
+        }
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    }
+
+    /// Veltrix: `submit` from one task, one worker.
+    pub fn veltrix(n: u64, capacity: usize) -> Duration {
+        let rt = runtime();
+        rt.block_on(async {
+            let done = Arc::new(AtomicU64::new(0));
+            let config = veltrix_engine::ClassSpec::new("only", capacity);
+            let config = Config::builder().class(config).build().expect("config");
+            let engine =
+                Engine::builder().route("r", RouteSpec::new(config), Count(done.clone())).build().expect("engine");
+            let start = Instant::now();
+            for i in 0..n {
+                engine.submit(Submission::new("r", ClassId::new(0), i)).await.expect("open");
+            }
+            let report = engine.shutdown(Duration::from_secs(60)).await;
+            assert_eq!(report.handled, n);
+            start.elapsed()
+        })
+    }
+
+    /// Hand-built: a bounded `tokio::sync::mpsc` and one worker task running the same handler.
+    pub fn tokio_mpsc(n: u64, capacity: usize) -> Duration {
+        let rt = runtime();
+        rt.block_on(async {
+            let done = Arc::new(AtomicU64::new(0));
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<u64>(capacity);
+            let start = Instant::now();
+            let worker = tokio::spawn(async move {
+                let mut handled = 0;
+                while let Some(e) = rx.recv().await {
+                    // The same work as the engine's handler, without its context and outcome.
+                    done.fetch_add(std::hint::black_box(e) & 1, Ordering::Relaxed);
+                    handled += 1;
+                }
+                handled
+            });
+            for i in 0..n {
+                tx.send(i).await.expect("open");
+            }
+            drop(tx);
+            assert_eq!(worker.await.expect("worker"), n);
+            start.elapsed()
+        })
+    }
+}

@@ -96,6 +96,9 @@ impl<E> State<E> {
     /// less critical class whose offer can now make progress (admission is in criticality order,
     /// so a slot freed in `k` may unblock them all). A woken sender that succeeds chains this.
     fn kick_senders(&mut self, k: usize) {
+        if !self.waiters.any() {
+            return;
+        }
         for j in k..self.recv_list {
             let class = ClassId::new(j);
             if self.waiters.has_waiters(j) && !self.core.would_wait(class) {
@@ -106,7 +109,7 @@ impl<E> State<E> {
 
     /// After an event was queued or taken: wake one receiver if there is something for it.
     fn kick_receivers(&mut self) {
-        if self.core.has_queued() || self.core.is_drained() {
+        if self.waiters.has_waiters(self.recv_list) && (self.core.has_queued() || self.core.is_drained()) {
             self.waiters.notify_one(self.recv_list);
         }
     }
@@ -175,8 +178,16 @@ impl<E> Shared<E> {
         }
     }
 
-    fn commit(&self, st: &mut State<E>, class: ClassId, event: E, deadline: Option<Instant>) -> Option<DeadLetter<E>> {
-        let closed = st.core.commit(class, event, deadline, Instant::now());
+    /// Commits under the lock; `now` is read before taking it, to keep the critical section short.
+    fn commit(
+        &self,
+        st: &mut State<E>,
+        class: ClassId,
+        event: E,
+        deadline: Option<Instant>,
+        now: Instant,
+    ) -> Option<DeadLetter<E>> {
+        let closed = st.core.commit(class, event, deadline, now);
         st.kick_receivers();
         // A shedding class whose every slot was reserved can shed again now that one is filled.
         st.kick_senders(class.index());
@@ -226,8 +237,9 @@ impl<E> Shared<E> {
     /// Fills a reservation and hands a `Closed` dead letter to the sink if the receivers are gone.
     fn fill(&self, class: ClassId, event: E, deadline: Option<Instant>) {
         let closed = {
+            let now = Instant::now();
             let mut st = self.lock();
-            self.commit(&mut st, class, event, deadline)
+            self.commit(&mut st, class, event, deadline, now)
         };
         self.dead_letter(closed);
     }
@@ -409,13 +421,25 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub async fn send(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
-        let permit = match self.reserve(class).await {
-            Ok(p) => p,
-            Err(ReserveError::Closed) => return Err(SendError::Closed(event)),
-            Err(_) => return Err(SendError::Rejected(event)),
-        };
-        permit.send(event);
-        Ok(())
+        // Reserve and commit under one lock acquisition: no permit round trip.
+        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        let mut event = Some(event);
+        let shared = &*self.shared;
+        let result = poll_fn(|cx| {
+            let now = Instant::now();
+            shared.poll_reserve(Some(cx), class, &mut guard.ticket, |st| {
+                shared.commit(st, class, event.take().expect("committed once"), None, now)
+            })
+        })
+        .await;
+        match result {
+            Ok(shed) => {
+                shared.dead_letter(shed);
+                Ok(())
+            }
+            Err(ReserveError::Closed) => Err(SendError::Closed(event.take().expect("not sent"))),
+            Err(_) => Err(SendError::Rejected(event.take().expect("not sent"))),
+        }
     }
 
     /// Sends without waiting.
@@ -432,7 +456,8 @@ impl<E> Sender<E> {
         let mut ticket = Ticket::default();
         let mut event = Some(event);
         let shared = &self.shared;
-        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), None);
+        let now = Instant::now();
+        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), None, now);
         match shared.poll_reserve(None, class, &mut ticket, fill) {
             Poll::Ready(Ok(shed)) => {
                 shared.dead_letter(shed);

@@ -41,6 +41,8 @@ pub(crate) struct Waiters {
     slots: Vec<Slot>,
     free: u32,
     lists: Box<[List]>,
+    /// Waiters queued in all lists (a fast "nobody waits" check for the hot path).
+    queued: usize,
 }
 
 /// A waiting future's slot, with the list it waits on.
@@ -63,6 +65,7 @@ impl Waiters {
             slots: Vec::with_capacity(INITIAL_SLOTS),
             free: NONE,
             lists: vec![List { head: NONE, tail: NONE }; lists].into(),
+            queued: 0,
         };
         for _ in 0..INITIAL_SLOTS {
             w.grow();
@@ -103,6 +106,7 @@ impl Waiters {
     }
 
     fn link(&mut self, i: u32, list: usize) {
+        self.queued += 1;
         let tail = self.lists[list].tail;
         let slot = &mut self.slots[i as usize];
         slot.state = State::Queued;
@@ -118,6 +122,7 @@ impl Waiters {
     }
 
     fn unlink(&mut self, i: u32) {
+        self.queued -= 1;
         let Slot { prev, next, list, .. } = self.slots[i as usize];
         let list = list as usize;
         if prev == NONE {
@@ -126,6 +131,11 @@ impl Waiters {
             self.slots[prev as usize].next = next
         }
         if next == NONE { self.lists[list].tail = prev } else { self.slots[next as usize].prev = prev }
+    }
+
+    /// Whether anyone waits on any list.
+    pub(crate) fn any(&self) -> bool {
+        self.queued > 0
     }
 
     /// Whether anyone waits on `list`.
