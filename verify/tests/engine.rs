@@ -315,3 +315,35 @@ async fn stats_report_depth_in_flight_and_latency_per_route_and_class() {
     assert!(within_1pct(c.end_to_end.max, 30 * MS), "{:?}", c.end_to_end);
     assert!(within_1pct(c.sojourn.max, 20 * MS), "{:?}", c.sojourn);
 }
+
+/// A handler that panics in `handle`'s synchronous body, before it returns a future.
+struct PanicsEagerly;
+
+impl veltrix_engine::runtime::Handler<Scripted> for PanicsEagerly {
+    fn handle(
+        &self,
+        e: &Scripted,
+        _cx: veltrix_engine::runtime::HandlerContext,
+    ) -> impl std::future::Future<Output = veltrix_engine::runtime::Outcome> + Send {
+        assert!(e.behaviour != Behaviour::Panic, "scripted panic in the synchronous body");
+        std::future::ready(veltrix_engine::runtime::Outcome::Ok)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_synchronous_body_of_handle_is_contained_too() {
+    let (dead, sink) = sink();
+    let engine = Engine::builder()
+        .route("r", RouteSpec::new(Config::default()).workers(1).keyed(), PanicsEagerly)
+        .dead_letter_sink(sink)
+        .build()
+        .unwrap();
+    engine
+        .submit(Submission::new("r", ClassId::CRITICAL, Scripted { id: 1, behaviour: Behaviour::Panic }).key(1))
+        .await
+        .unwrap();
+    engine.submit(Submission::new("r", ClassId::CRITICAL, ok(2, 0)).key(1)).await.unwrap();
+    let report = engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(dead_reasons(&dead), [(1, DeadLetterReason::Panicked)]);
+    assert_eq!(report.handled, 1, "the worker carried on with the next event of its lane");
+}

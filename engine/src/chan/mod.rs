@@ -421,6 +421,29 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub async fn send(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
+        self.send_with_deadline(event, class, None).await
+    }
+
+    /// [`Sender::send`] with an explicit deadline (`None`: the class's default): if still
+    /// queued at `deadline`, the event goes to the dead letter (`Expired`) and no receiver sees it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub async fn send_with_deadline(
+        &self,
+        event: E,
+        class: ClassId,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<E>> {
         // Reserve and commit under one lock acquisition: no permit round trip.
         let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
         let mut event = Some(event);
@@ -428,7 +451,7 @@ impl<E> Sender<E> {
         let result = poll_fn(|cx| {
             let now = Instant::now();
             shared.poll_reserve(Some(cx), class, &mut guard.ticket, |st| {
-                shared.commit(st, class, event.take().expect("committed once"), None, now)
+                shared.commit(st, class, event.take().expect("committed once"), deadline, now)
             })
         })
         .await;
@@ -453,11 +476,29 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn try_send(&self, event: E, class: ClassId) -> Result<(), TrySendError<E>> {
+        self.try_send_with_deadline(event, class, None)
+    }
+
+    /// [`Sender::try_send`] with an explicit deadline (`None`: the class's default).
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::try_send`].
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn try_send_with_deadline(
+        &self,
+        event: E,
+        class: ClassId,
+        deadline: Option<Instant>,
+    ) -> Result<(), TrySendError<E>> {
         let mut ticket = Ticket::default();
         let mut event = Some(event);
         let shared = &self.shared;
         let now = Instant::now();
-        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), None, now);
+        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), deadline, now);
         match shared.poll_reserve(None, class, &mut ticket, fill) {
             Poll::Ready(Ok(shed)) => {
                 shared.dead_letter(shed);

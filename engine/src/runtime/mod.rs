@@ -47,11 +47,11 @@ pub use handler::{Handler, HandlerContext, Outcome, RetryPolicy};
 pub use service::SubmitService;
 pub use stats::{EngineStats, LatencySummary, RouteClassStats, RouteStats, ShutdownReport};
 
-use crate::chan::{DeadLetterSink, Permit, Receiver, Sender, channel_with_sink};
+use crate::chan::{DeadLetterSink, Receiver, Sender, channel_with_sink};
 use crate::config::{ClassId, Config};
 use crate::core::DeadLetter;
 use crate::error::BuildError;
-use crate::error::{ReserveError, SubmitError};
+use crate::error::{SendError, SubmitError, TrySendError};
 use crate::latch::Latch;
 use crate::ledger::{ClassStats, DeadLetterReason};
 use crate::sync::block_on;
@@ -436,10 +436,19 @@ impl<E> Engine<E> {
     ///
     /// Dropping the future before it completes submits nothing.
     pub async fn submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
-        match self.target(&s) {
-            Ok(route) => fill(route.lane(s.key).reserve(s.class).await, route, s),
-            Err(e) => Err(e(s.event)),
-        }
+        let route = match self.target(&s) {
+            Ok(r) => r,
+            Err(hand_back) => return Err(hand_back(s.event)),
+        };
+        let event = Routed { route: route.id, key: s.key, event: s.event };
+        let sent = route.lane(s.key).send_with_deadline(event, s.class, s.deadline).await;
+        sent.map_err(|e| {
+            route.telemetry.returned(s.class.index());
+            match e {
+                SendError::Closed(r) => SubmitError::Closed(r.event),
+                _ => SubmitError::Rejected(e.into_inner().event),
+            }
+        })
     }
 
     /// Submits without waiting.
@@ -448,10 +457,19 @@ impl<E> Engine<E> {
     ///
     /// As [`Engine::submit`], plus [`SubmitError::Full`].
     pub fn try_submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
-        match self.target(&s) {
-            Ok(route) => fill(route.lane(s.key).try_reserve(s.class), route, s),
-            Err(e) => Err(e(s.event)),
-        }
+        let route = match self.target(&s) {
+            Ok(r) => r,
+            Err(hand_back) => return Err(hand_back(s.event)),
+        };
+        let event = Routed { route: route.id, key: s.key, event: s.event };
+        route.lane(s.key).try_send_with_deadline(event, s.class, s.deadline).map_err(|e| {
+            route.telemetry.returned(s.class.index());
+            match e {
+                TrySendError::Full(r) => SubmitError::Full(r.event),
+                TrySendError::Closed(r) => SubmitError::Closed(r.event),
+                _ => SubmitError::Rejected(e.into_inner().event),
+            }
+        })
     }
 
     /// Blocking [`Engine::submit`], for threads outside the runtime.
@@ -467,6 +485,14 @@ impl<E> Engine<E> {
         block_on(self.submit(s))
     }
 
+    fn dead_letter_backlogs(&self) {
+        for route in self.routes.iter() {
+            for rx in route.receivers.iter() {
+                rx.dead_letter_backlog(DeadLetterReason::Shutdown);
+            }
+        }
+    }
+
     /// Every route's numbers.
     pub fn stats(&self) -> EngineStats {
         EngineStats { routes: self.routes.iter().map(Route::stats).collect() }
@@ -475,7 +501,10 @@ impl<E> Engine<E> {
     /// Stops intake (late submits, and submits waiting for room, get `Closed(event)` back), lets
     /// the workers drain the backlog until `drain` has passed, then stops them: handlers still
     /// running are dropped and their events, and everything still queued, are dead-lettered
-    /// with reason `shutdown`. A second call finds nothing left to do and reports again.
+    /// with reason `shutdown`. A second call finds nothing left to do and reports again (a call
+    /// made while another is still draining reports `drained` without waiting for it). An
+    /// [`OwnedPermit`](crate::OwnedPermit) still held after shutdown fills a queue nobody serves:
+    /// its event is dead-lettered (`closed`) when the engine is dropped.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
         let deadline = Instant::now() + drain;
         for route in self.routes.iter() {
@@ -488,12 +517,17 @@ impl<E> Engine<E> {
         let drained = tokio::time::timeout_at(deadline, join_all(&mut workers)).await.is_ok();
         if !drained {
             self.stop.set();
-            for route in self.routes.iter() {
-                for rx in route.receivers.iter() {
-                    rx.dead_letter_backlog(DeadLetterReason::Shutdown);
-                }
+            self.dead_letter_backlogs();
+            // Handlers still running see the stop and dead-letter their event; a worker waiting
+            // for a reservation that is never filled (a tower service's permit) would wait
+            // forever, so every remaining worker is aborted — an aborted worker's in-flight
+            // guard dead-letters its event (`shutdown`), nothing is lost.
+            for w in &workers {
+                w.abort();
             }
             join_all(&mut workers).await;
+            // Commits that raced the first pass.
+            self.dead_letter_backlogs();
         }
         let report = ShutdownReport::new(drained, self.stats());
         tracing::info!(drained, handled = report.handled, returned = report.returned, "engine shut down");
@@ -501,32 +535,11 @@ impl<E> Engine<E> {
     }
 }
 
-/// Sends a submission into its reserved slot, or hands the event back.
-fn fill<E>(
-    permit: Result<Permit<'_, Routed<E>>, ReserveError>,
-    route: &Route<E>,
-    s: Submission<'_, E>,
-) -> Result<(), SubmitError<E>> {
-    match permit {
-        Ok(permit) => {
-            let event = Routed { route: route.id, key: s.key, event: s.event };
-            match s.deadline {
-                Some(d) => permit.send_with_deadline(event, d),
-                None => permit.send(event),
-            }
-            Ok(())
-        }
-        Err(e) => {
-            route.telemetry.returned(s.class.index());
-            Err(SubmitError::from_reserve(e, s.event))
-        }
-    }
-}
-
 async fn join_all(workers: &mut Vec<JoinHandle<()>>) {
     while let Some(w) = workers.last_mut() {
-        if let Err(e) = w.await {
-            tracing::error!(error = %e, "worker task failed");
+        match w.await {
+            Err(e) if !e.is_cancelled() => tracing::error!(error = %e, "worker task failed"),
+            _ => {}
         }
         workers.pop();
     }
@@ -538,16 +551,6 @@ impl<E> Drop for Engine<E> {
             for tx in route.senders.iter() {
                 tx.close();
             }
-        }
-    }
-}
-
-impl<E> SubmitError<E> {
-    fn from_reserve(e: ReserveError, event: E) -> SubmitError<E> {
-        match e {
-            ReserveError::Full => SubmitError::Full(event),
-            ReserveError::Closed => SubmitError::Closed(event),
-            _ => SubmitError::Rejected(event),
         }
     }
 }

@@ -76,3 +76,13 @@ impl<E> tower::Service<E> for SubmitService<E> {
         ready(out)
     }
 }
+
+impl<E> SubmitError<E> {
+    fn from_reserve(e: ReserveError, event: E) -> SubmitError<E> {
+        match e {
+            ReserveError::Full => SubmitError::Full(event),
+            ReserveError::Closed => SubmitError::Closed(event),
+            _ => SubmitError::Rejected(event),
+        }
+    }
+}

@@ -55,7 +55,10 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
             };
             let retries = attempt - 1;
             let failed = (Completion::DeadLettered(DeadLetterReason::HandlerFailed), retries);
-            let outcome = match first(catch_panics(self.handler.handle(&d.event.event, cx)), self.stop.wait()).await {
+            // `handle` itself runs inside `catch_panics` (lazily, in the async block), so a panic
+            // in its synchronous body is contained as well as one in the future it returns.
+            let attempt_fut = catch_panics(async { self.handler.handle(&d.event.event, cx).await });
+            let outcome = match first(attempt_fut, self.stop.wait()).await {
                 First::A(Ok(outcome)) => outcome,
                 First::A(Err(())) => return (Completion::DeadLettered(DeadLetterReason::Panicked), retries),
                 First::B(()) => return (Completion::DeadLettered(DeadLetterReason::Shutdown), retries),
@@ -72,6 +75,10 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
             }
             if let First::B(()) = first(tokio::time::sleep_until(resume), self.stop.wait()).await {
                 return (Completion::DeadLettered(DeadLetterReason::Shutdown), retries);
+            }
+            // The timer rounds up to its tick: never start a retry at or past the deadline.
+            if d.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return failed;
             }
             attempt += 1;
         }
