@@ -266,6 +266,8 @@ impl Job {
 #[derive(Debug)]
 struct ServerShared {
     system: SystemDef,
+    /// Veltrix gives each event its deadline (`deadlines = true`).
+    engine_deadlines: bool,
     classes: usize,
     class_names: Vec<String>,
     workers: usize,
@@ -319,6 +321,7 @@ impl ServerShared {
             .collect();
         let ns = |s: f64| (s * 1e9) as u64;
         ServerShared {
+            engine_deadlines: matches!(system, SystemDef::Veltrix { deadlines: true, .. }),
             system: system.clone(),
             classes,
             class_names: scenario.class_names(),
@@ -370,7 +373,8 @@ impl ServerShared {
         };
         tokio::time::sleep_until(t0 + Duration::from_nanos(done)).await;
         let class = req.class as usize;
-        let good = done - req.arrival_ns <= self.good_within_ns[class];
+        // Good if the answer is back at the client in time (it travels the base latency back).
+        let good = (done + self.latency_ns).saturating_sub(req.arrival_ns) <= self.good_within_ns[class];
         {
             let mut rec = self.rec();
             let c = &mut rec.classes[class];
@@ -532,8 +536,9 @@ impl System {
         match self {
             System::Veltrix(engine) => {
                 let mut sub = Submission::new("sim", ClassId::new(class), job.clone());
-                if job.req.deadline_ns > 0 {
-                    sub = sub.deadline(t0 + Duration::from_nanos(job.req.arrival_ns + job.req.deadline_ns));
+                if server.engine_deadlines && job.req.deadline_ns > 0 {
+                    sub =
+                        sub.deadline(t0 + Duration::from_nanos(job.req.arrival_ns.saturating_add(job.req.deadline_ns)));
                 }
                 // Nothing runs between the submit and its return (one thread), so counting
                 // the acceptance afterwards cannot miss the event's completion.
@@ -587,6 +592,14 @@ impl System {
 
     /// Stops: Veltrix dead-letters its backlog (`shutdown`); a naive queue abandons its own.
     async fn stop(self, server: &ServerShared) {
+        // Work in progress is cancelled: its workers are free from now on.
+        let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+        server
+            .free_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter_mut()
+            .for_each(|f| *f = (*f).min(now));
         match self {
             System::Veltrix(engine) => {
                 engine.shutdown(Duration::ZERO).await;
@@ -662,7 +675,9 @@ async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
         tokio::spawn(async move {
             let mut restarts = server.restarts.clone();
             restarts.sort_unstable();
-            let mut restarts = restarts.into_iter().filter(|&r| r < server.end_ns).peekable();
+            // After a crash the host starts again mid-run: only restarts still to come.
+            let started = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+            let mut restarts = restarts.into_iter().filter(|&r| r >= started && r < server.end_ns).peekable();
             // After a crash the host starts again mid-run: sample from now on.
             let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
             let mut next_sample = now.div_ceil(DEPTH_EVERY_NS) * DEPTH_EVERY_NS;
@@ -711,12 +726,19 @@ async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
             });
             let mut buf = [0u8; REQUEST_LEN];
             while rd.read_exact(&mut buf).await.is_ok() {
+                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
                 let req = match Request::decode(&buf) {
-                    Ok(r) if (r.class as usize) < server.classes => r,
+                    // Plausible: a known class, sent no later than now, a deadline under a day.
+                    Ok(r)
+                        if (r.class as usize) < server.classes
+                            && r.arrival_ns <= now
+                            && r.deadline_ns < 86_400 * SEC =>
+                    {
+                        r
+                    }
                     // A malformed frame from a peer: drop the connection, count nothing.
                     _ => break,
                 };
-                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
                 {
                     let mut rec = server.rec();
                     let c = &mut rec.classes[req.class as usize];

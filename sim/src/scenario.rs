@@ -581,6 +581,49 @@ impl Scenario {
                 }
             }
         }
+        // Ranges that keep every time in nanoseconds well inside u64 and every queue allocatable.
+        let limits: [(&str, f64, f64); 6] = [
+            ("duration_s", self.duration_s.0, 1e6),
+            ("warmup_s", self.warmup_s.0, self.duration_s.0),
+            ("service.mean_ms", self.service.mean_ms(), 3.6e6),
+            ("faults.latency_ms", self.faults.latency_ms.0, 6e4),
+            ("faults.jitter_ms", self.faults.jitter_ms.0, 6e4),
+            ("client.timeout_ms", self.client.timeout_ms.map_or(0.0, |t| t.0), 8.64e7),
+        ];
+        for (field, value, max) in limits {
+            if value > max {
+                return bad(self.classes.span(), field, format!("{value} is above the maximum {max}"));
+            }
+        }
+        if self.workers > 1024 {
+            return bad(self.classes.span(), "workers", "at most 1024 workers".into());
+        }
+        if self.client.max_attempts > 255 {
+            return bad(
+                self.classes.span(),
+                "client.max_attempts",
+                "at most 255 attempts (the attempt travels in one byte)".into(),
+            );
+        }
+        // Windows of one kind must not overlap (a release would end the other window early), and
+        // must end before the run does.
+        let mut partitions: Vec<(f64, f64)> = self.faults.partition.iter().map(|w| (w.from_s.0, w.to_s.0)).collect();
+        let mut crashes: Vec<(f64, f64)> =
+            self.faults.crash.iter().map(|c| (c.at_s.0, c.at_s.0 + c.down_s.0)).collect();
+        for (name, windows) in [("faults.partition", &mut partitions), ("faults.crash", &mut crashes)] {
+            windows.sort_by(|a, b| a.0.total_cmp(&b.0));
+            if windows.windows(2).any(|w| w[1].0 < w[0].1) {
+                return bad(self.classes.span(), name, "windows overlap".into());
+            }
+            if windows.iter().any(|w| w.1 >= self.duration_s.0) {
+                return bad(self.classes.span(), name, "every window must end before duration_s".into());
+            }
+        }
+        for c in classes {
+            if c.deadline_ms.is_some_and(|d| d.0 > 8.64e7) {
+                return bad(c.name.span(), "class.deadline_ms", "at most one day".into());
+            }
+        }
         if self.workers == 0 {
             return bad(self.classes.span(), "workers", "at least 1 worker is needed".into());
         }
@@ -613,7 +656,22 @@ impl Scenario {
                         format!("cap {cap} must be in (0, 1] and window ≥ 1"),
                     );
                 }
+                if *capacity > 1_000_000 || overrides.iter().any(|o| o.capacity.is_some_and(|c| c > 1_000_000)) {
+                    return bad(
+                        name.span(),
+                        &format!("system[{i}].capacity"),
+                        "at most 1,000,000 events per class (allocated up front)".into(),
+                    );
+                }
                 for (j, o) in overrides.iter().enumerate() {
+                    let codel_ok = |v: Option<Positive>| v.is_none_or(|v| (0.001..=3.6e6).contains(&v.0));
+                    if !codel_ok(o.codel_target_ms) || !codel_ok(o.codel_interval_ms) {
+                        return bad(
+                            o.name.span(),
+                            &format!("system[{i}].class[{j}]"),
+                            "codel times must be in [0.001, 3600000] ms".into(),
+                        );
+                    }
                     if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
                         return bad(
                             o.name.span(),

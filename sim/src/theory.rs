@@ -148,7 +148,8 @@ pub fn check(scenario: &Scenario, runs: &[SystemRun]) -> Vec<TheoryCheck> {
     out
 }
 
-/// Poisson arrivals at constant rates, one worker, no faults, no client retries.
+/// Poisson arrivals at constant rates, one worker, no faults (no network latency either:
+/// sojourns are measured from the client's send), no client retries.
 fn eligible(s: &Scenario) -> bool {
     s.workers == 1
         && s.client.max_attempts == 1
@@ -157,6 +158,7 @@ fn eligible(s: &Scenario) -> bool {
         && s.faults.restart.is_empty()
         && s.faults.crash.is_empty()
         && s.faults.jitter_ms.0 == 0.0
+        && s.faults.latency_ms.0 == 0.0
         && s.classes.get_ref().iter().all(|c| c.arrivals.kind == ArrivalKind::Poisson && c.arrivals.steps.is_empty())
 }
 

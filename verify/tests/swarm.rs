@@ -1,8 +1,9 @@
 //! Swarm testing of the whole stack on turmoil: for each seed, a random scenario (classes,
 //! load from light to 3× overload, service distribution, deadlines, client timeouts and
 //! retries) with a random fault mix (latency, jitter, partitions, capacity drops, graceful
-//! restarts) against a randomly configured Veltrix. Every event must be accounted for —
-//! handled, refused back to the client, or dead-lettered with a reason — and none lost.
+//! restarts, hard crashes) against a randomly configured Veltrix. Every event must be
+//! accounted for — handled, refused back to the client, or dead-lettered with a reason — and
+//! none lost but what a hard crash took with the server's memory.
 //!
 //! Seeds: `VELTRIX_SWARM_SEEDS` (default 200); one seed: `VELTRIX_SWARM_SEED=N`.
 #![cfg(not(veltrix_loom))]
@@ -46,21 +47,36 @@ fn scenario(seed: u64) -> String {
         }
     }
     let _ = writeln!(s, "[faults]\nlatency_ms = {}\njitter_ms = {}", pick(4), pick(4));
-    let window = |p: &mut dyn FnMut(u64) -> u64| {
-        let from = p(1500) as f64 / 1000.0;
-        (from, from + (1 + p(800)) as f64 / 1000.0)
-    };
+    // Partitions one after another (windows of one kind may not overlap), all before 2.5 s.
+    let mut at = 0.0;
     for _ in 0..pick(3) {
-        let (a, b) = window(&mut pick);
-        let _ = writeln!(s, "[[faults.partition]]\nfrom_s = {a}\nto_s = {b}");
+        let from = at + (1 + pick(700)) as f64 / 1000.0;
+        let to = from + (1 + pick(400)) as f64 / 1000.0;
+        if to >= 2.5 {
+            break;
+        }
+        let _ = writeln!(s, "[[faults.partition]]\nfrom_s = {from}\nto_s = {to}");
+        at = to;
     }
     for _ in 0..pick(3) {
-        let (a, b) = window(&mut pick);
-        let _ =
-            writeln!(s, "[[faults.capacity_drop]]\nfrom_s = {a}\nto_s = {b}\nfactor = {}", (1 + pick(9)) as f64 / 10.0);
+        let from = pick(1500) as f64 / 1000.0;
+        let to = from + (1 + pick(800)) as f64 / 1000.0;
+        let _ = writeln!(
+            s,
+            "[[faults.capacity_drop]]\nfrom_s = {from}\nto_s = {to}\nfactor = {}",
+            (1 + pick(9)) as f64 / 10.0
+        );
     }
     for _ in 0..pick(2) {
         let _ = writeln!(s, "[[faults.restart]]\nat_s = {}", (100 + pick(2500)) as f64 / 1000.0);
+    }
+    if pick(4) == 0 {
+        let _ = writeln!(
+            s,
+            "[[faults.crash]]\nat_s = {}\ndown_s = {}",
+            (100 + pick(1500)) as f64 / 1000.0,
+            (1 + pick(500)) as f64 / 1000.0
+        );
     }
     let rate = load * 1000.0 / mean_ms as f64 / classes as f64;
     for k in 0..classes {
@@ -86,7 +102,7 @@ fn scenario(seed: u64) -> String {
             let _ = writeln!(s, "codel_target_ms = {}\ncodel_interval_ms = {}", 1 + pick(20), 20 + pick(100));
         }
     }
-    let _ = writeln!(s, "[expect]\nchecks = [\"veltrix.lost == 0\", \"veltrix.identities_hold == 1\"]");
+    let _ = writeln!(s, "[expect]\nchecks = [\"veltrix.identities_hold == 1\"]");
     s
 }
 
@@ -98,8 +114,13 @@ fn check(seed: u64) -> Result<(), String> {
     let d = &report.deterministic;
     let sys = &d.systems[0];
     let broken: Vec<&str> = sys.identities.iter().filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();
-    if sys.total.lost != 0 || !broken.is_empty() || d.expectations.iter().any(|e| !e.holds) {
-        return Err(format!("lost {} events; broken identities: {broken:?}\n{src}", sys.total.lost));
+    // A hard crash takes what was inside the server with it (counted as `crashed`); nothing
+    // else may be lost.
+    if sys.total.lost != sys.total.crashed || !broken.is_empty() || d.expectations.iter().any(|e| !e.holds) {
+        return Err(format!(
+            "lost {} events ({} in a crash); broken identities: {broken:?}\n{src}",
+            sys.total.lost, sys.total.crashed
+        ));
     }
     Ok(())
 }
