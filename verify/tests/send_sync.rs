@@ -34,6 +34,33 @@ fn handles_and_values_are_send_sync_unpin() {
     all::<SendError<u8>>(PhantomData);
     all::<Delivery<u8>>(PhantomData);
     all::<DeadLetter<u8>>(PhantomData);
+    all::<veltrix_engine::OwnedPermit<Payload>>(PhantomData);
+    all::<veltrix_engine::ReserveTicket<Payload>>(PhantomData);
+    all::<veltrix_engine::runtime::Engine<u8>>(PhantomData);
+    all::<veltrix_engine::runtime::SubmitService<u8>>(PhantomData);
+    all::<veltrix_engine::runtime::EngineStats>(PhantomData);
+    all::<veltrix_engine::runtime::ShutdownReport>(PhantomData);
+    all::<veltrix_engine::runtime::Routed<u8>>(PhantomData);
+    all::<veltrix_engine::SubmitError<u8>>(PhantomData);
+}
+
+#[tokio::test]
+async fn engine_futures_are_send_so_they_can_be_spawned() {
+    use veltrix_engine::runtime::{Engine, Handler, HandlerContext, Outcome, RouteSpec, Submission};
+    struct Nop;
+    impl Handler<u8> for Nop {
+        fn handle(&self, _e: &u8, _cx: HandlerContext) -> impl std::future::Future<Output = Outcome> + Send {
+            std::future::ready(Outcome::Ok)
+        }
+    }
+    let engine = Engine::builder().route("r", RouteSpec::new(Config::default()), Nop).build().unwrap();
+    let submit = engine.submit(Submission::new("r", ClassId::CRITICAL, 1));
+    send(&submit);
+    sync(&submit);
+    drop(submit);
+    let shutdown = engine.shutdown(std::time::Duration::ZERO);
+    send(&shutdown);
+    shutdown.await;
 }
 
 #[test]
