@@ -156,17 +156,23 @@ impl Chan for Crossbeam {
         rx.recv().ok()
     }
     fn recv_batch(rx: &Self::Rx, buf: &mut Vec<u64>, limit: usize) -> usize {
-        let Ok(first) = rx.recv() else { return 0 };
-        buf.push(first);
-        let before = buf.len();
-        buf.extend(rx.try_iter().take(limit - 1));
-        1 + buf.len() - before
+        drain_into(rx.recv().ok(), rx.try_iter(), buf, limit)
     }
 }
 impl MultiConsumer for Crossbeam {
     fn clone_rx(rx: &Self::Rx) -> Self::Rx {
         rx.clone()
     }
+}
+
+/// A batch the way `crossbeam`/`flume` users drain: one blocking receive, then whatever is
+/// already there, up to `limit`.
+fn drain_into(first: Option<u64>, rest: impl Iterator<Item = u64>, buf: &mut Vec<u64>, limit: usize) -> usize {
+    let Some(first) = first else { return 0 };
+    let before = buf.len();
+    buf.push(first);
+    buf.extend(rest.take(limit - 1));
+    buf.len() - before
 }
 
 /// `flume` (bounded).
@@ -186,11 +192,7 @@ impl Chan for Flume {
         rx.recv().ok()
     }
     fn recv_batch(rx: &Self::Rx, buf: &mut Vec<u64>, limit: usize) -> usize {
-        let Ok(first) = rx.recv() else { return 0 };
-        buf.push(first);
-        let before = buf.len();
-        buf.extend(rx.try_iter().take(limit - 1));
-        1 + buf.len() - before
+        drain_into(rx.recv().ok(), rx.try_iter(), buf, limit)
     }
 }
 impl MultiConsumer for Flume {

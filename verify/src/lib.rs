@@ -6,3 +6,9 @@
 
 pub mod reference;
 pub mod scripted;
+
+/// Proptest cases: `VELTRIX_PROPTEST_CASES` if set (read here because a `cases` written in a
+/// test's config would override proptest's own `PROPTEST_CASES`), else `default`.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("VELTRIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}

@@ -225,8 +225,8 @@ fn run_case(routes: Vec<RouteCase>, subs: Vec<Sub>, drain_ms: u64) {
 type Run = (u64, Instant, Option<Instant>);
 
 fn cases() -> u32 {
-    let all = std::env::var("VELTRIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024u32);
-    (all / 4).max(1)
+    // Each case builds a runtime and an engine: a quarter of the channel model's count.
+    (veltrix_verify::proptest_cases(1024) / 4).max(1)
 }
 
 proptest! {

@@ -228,23 +228,23 @@ fn run_case(config: Config, ops: Vec<Op>) {
                     // `closed`: the channel said it is closed and drained (checked after the replay).
                     let (limit, got, closed) = match op {
                         Op::TryRecv => match rx.try_recv() {
-                            Ok(d) => (1, vec![d], Some(false)),
-                            Err(TryRecvError::Empty) => (1, vec![], Some(false)),
+                            Ok(d) => (1, vec![d], false),
+                            Err(TryRecvError::Empty) => (1, vec![], false),
                             Err(e) => {
                                 assert_eq!(e, TryRecvError::Closed);
-                                (1, vec![], Some(true))
+                                (1, vec![], true)
                             }
                         },
                         // One poll of the async paths; a pending future is dropped (cancellation).
                         Op::Recv => match poll_once(rx.recv()).await {
-                            Some(Some(d)) => (1, vec![d], Some(false)),
-                            Some(None) => (1, vec![], Some(true)),
-                            None => (1, vec![], Some(false)),
+                            Some(Some(d)) => (1, vec![d], false),
+                            Some(None) => (1, vec![], true),
+                            None => (1, vec![], false),
                         },
                         Op::RecvMany(limit) => {
                             let mut buf = Vec::new();
                             let n = poll_once(rx.recv_many(&mut buf, limit)).await;
-                            (limit, buf, Some(n == Some(0)))
+                            (limit, buf, n == Some(0))
                         }
                         _ => unreachable!(),
                     };
@@ -274,9 +274,7 @@ fn run_case(config: Config, ops: Vec<Op>) {
                             }
                         }
                     }
-                    if let Some(closed) = closed {
-                        assert_eq!(closed, got.is_empty() && model.drained(), "closed-and-drained answer");
-                    }
+                    assert_eq!(closed, got.is_empty() && model.drained(), "closed-and-drained answer");
                 }
                 Op::Advance(ms) => tokio::time::advance(Duration::from_millis(ms)).await,
                 Op::Close => {
@@ -323,7 +321,7 @@ async fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
 }
 
 fn cases() -> u32 {
-    std::env::var("VELTRIX_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
+    veltrix_verify::proptest_cases(1024)
 }
 
 proptest! {
