@@ -400,10 +400,19 @@ pub fn ping_pong<C: Chan>(round_trips: u64) -> Duration {
     elapsed
 }
 
+/// What a priority flood measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Flood {
+    /// The urgent messages' p99 latency (send → receive).
+    pub urgent_p99: Duration,
+    /// The longest time the flooded (least urgent) class went without a delivery.
+    pub starvation: Duration,
+}
+
 /// A priority flood: one producer floods the least urgent class at twice the rate the consumer
-/// can serve, another sends urgent messages every `gap`; returns the urgent messages' p99
-/// latency (send → receive) over `urgent` of them. The consumer spends `work` per message.
-pub fn priority_flood<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Duration {
+/// can serve, another sends urgent messages every `gap`; measures over `urgent` of them. The
+/// consumer spends `work` per message.
+pub fn priority_flood<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Flood {
     // Messages carry (send time in ns since `epoch`) << 2 | class, with class 0 urgent.
     let (tx, rx) = C::channel(256);
     let epoch = Instant::now();
@@ -432,11 +441,15 @@ pub fn priority_flood<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Du
     };
     drop(tx);
     let mut latencies = Vec::with_capacity(urgent as usize);
+    let (mut last_flooded, mut starvation) = (Instant::now(), Duration::ZERO);
     while (latencies.len() as u64) < urgent {
         let Some(v) = C::recv(&rx) else { break };
         spin_for(work);
         if v & 3 == 0 {
             latencies.push(epoch.elapsed().as_nanos() as u64 - (v >> 2));
+        } else {
+            starvation = starvation.max(last_flooded.elapsed());
+            last_flooded = Instant::now();
         }
     }
     stop.store(1, Ordering::Relaxed);
@@ -445,7 +458,18 @@ pub fn priority_flood<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Du
     while C::recv(&rx).is_some() {}
     flood.join().expect("flood");
     latencies.sort_unstable();
-    Duration::from_nanos(latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)])
+    let urgent_p99 = Duration::from_nanos(latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]);
+    Flood { urgent_p99, starvation }
+}
+
+/// [`priority_flood`]'s urgent p99.
+pub fn flood_urgent_p99<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Duration {
+    priority_flood::<C>(urgent, gap, work).urgent_p99
+}
+
+/// [`priority_flood`]'s starvation of the flooded class.
+pub fn flood_starvation<C: Chan>(urgent: u64, gap: Duration, work: Duration) -> Duration {
+    priority_flood::<C>(urgent, gap, work).starvation
 }
 
 fn spin_for(d: Duration) {
