@@ -48,8 +48,6 @@ pub struct ServerClass {
     pub rejected: [u64; 3],
     /// Handled.
     pub handled: u64,
-    /// Handled within the deadline (and the client's timeout).
-    pub goodput: u64,
     /// Dead-lettered, by `DeadLetterReason::ALL` index.
     pub dead: [u64; 7],
     /// Dropped without a trace by a full naive queue (tail drop): never accepted.
@@ -379,7 +377,6 @@ impl ServerShared {
             let mut rec = self.rec();
             let c = &mut rec.classes[class];
             c.handled += 1;
-            c.goodput += u64::from(good);
             c.in_system -= 1;
             rec.completions.push(Completion {
                 class: req.class,
