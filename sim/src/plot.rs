@@ -63,7 +63,8 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, panels: &[Panel]) -> Strin
             esc(x_label),
             fmt_num(x_max)
         );
-        let _ = writeln!(s, r#"<text x="{PAD}" y="{}">{}</text>"#, sy(y_max) - 4.0, esc(y_label));
+        // The unit under the axis maximum, clear of the panel title.
+        let _ = writeln!(s, r#"<text x="4" y="{}">{}</text>"#, sy(y_max) + 16.0, esc(y_label));
         for (j, (label, v)) in p.lines.iter().enumerate() {
             let color = COLORS[j % COLORS.len()];
             let path: Vec<String> = v.iter().map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y))).collect();
