@@ -1,7 +1,7 @@
 //! The report: a deterministic part (byte-identical for one seed and scenario) and a host part
 //! (wall time, host, argv). Written as JSON, a Markdown table and SVG plots.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -250,6 +250,7 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
     let warmup_ns = (scenario.warmup_s.0 * 1e9) as u64;
     let end_ns = (scenario.duration_s.0 * 1e9) as u64;
     let tail_from = end_ns - end_ns / 5;
+    let good_ids = good_requests(run);
     let mut classes: Vec<ClassReport> = Vec::new();
     let mut identities = Vec::new();
     for (k, name) in names.iter().enumerate() {
@@ -259,9 +260,9 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
         let e2e: Vec<f64> = mine.clone().map(|x| (x.done_ns - x.arrival_ns) as f64 / NS_PER_MS).collect();
         let soj: Vec<f64> = mine.map(|x| (x.start_ns - x.arrival_ns) as f64 / NS_PER_MS).collect();
         // Goodput in the tail window counts each fresh request once, by its first good attempt.
-        let tail_good = good_requests(run, schedule, Some(k), tail_from, u64::MAX);
+        let tail_good = count_good(&good_ids, schedule, k, tail_from);
         // Requests (not attempts) answered in time: a late answer and its retry count once.
-        let good = good_requests(run, schedule, Some(k), 0, u64::MAX);
+        let good = count_good(&good_ids, schedule, k, 0);
         let rejected: BTreeMap<String, u64> = ["full", "policy", "closed"]
             .iter()
             .zip(s.rejected)
@@ -329,7 +330,7 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
         kind: run.kind.to_string(),
         peak_queued_bytes: peak_queued_events * EVENT_BYTES,
         peak_queued_events,
-        recovery_s: recovery(scenario, schedule, run),
+        recovery_s: recovery(scenario, schedule, &good_ids),
         series: series(scenario, run, names.len()),
         identities,
         total,
@@ -340,16 +341,15 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
 /// Bytes of one queued event in the server (request, reply handle, queue entry).
 const EVENT_BYTES: u64 = 96;
 
-/// Requests whose fresh arrival is in `[from_ns, to_ns)` that got a good answer on some attempt.
-fn good_requests(run: &SystemRun, schedule: &[Arrival], class: Option<usize>, from_ns: u64, to_ns: u64) -> u64 {
-    let ids: std::collections::BTreeSet<u64> = run
-        .completions
-        .iter()
-        .filter(|x| x.good && class.is_none_or(|k| x.class as usize == k))
-        .filter(|x| (from_ns..to_ns).contains(&schedule[x.request as usize].at_ns))
-        .map(|x| x.request)
-        .collect();
-    ids.len() as u64
+/// Requests that got a good answer on some attempt (each counted once, however many attempts).
+fn good_requests(run: &SystemRun) -> BTreeSet<u64> {
+    run.completions.iter().filter(|x| x.good).map(|x| x.request).collect()
+}
+
+/// How many of the `good` requests of `class` arrived (fresh) at or after `from_ns`.
+fn count_good(good: &BTreeSet<u64>, schedule: &[Arrival], class: usize, from_ns: u64) -> u64 {
+    good.iter().map(|&r| &schedule[r as usize]).filter(|a| a.class as usize == class && a.at_ns >= from_ns).count()
+        as u64
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -426,7 +426,7 @@ fn series(scenario: &Scenario, run: &SystemRun, classes: usize) -> Series {
 
 /// Seconds after the last disturbance (fault window or arrival step) ends until goodput holds
 /// ≥ 90% of the fresh load for 5 s running.
-fn recovery(scenario: &Scenario, schedule: &[Arrival], run: &SystemRun) -> Option<f64> {
+fn recovery(scenario: &Scenario, schedule: &[Arrival], good_ids: &BTreeSet<u64>) -> Option<f64> {
     let f = &scenario.faults;
     let steps = scenario.classes.get_ref().iter().flat_map(|c| c.arrivals.steps.iter().map(|s| s.to_s.0));
     let last_end = f
@@ -446,9 +446,13 @@ fn recovery(scenario: &Scenario, schedule: &[Arrival], run: &SystemRun) -> Optio
             fresh[sec] += 1;
         }
     }
-    let sec_ns = 1_000_000_000u64;
-    let good: Vec<u64> =
-        (0..n as u64).map(|s| good_requests(run, schedule, None, s * sec_ns, (s + 1) * sec_ns)).collect();
+    let mut good = vec![0u64; n];
+    for &r in good_ids {
+        let sec = (schedule[r as usize].at_ns / 1_000_000_000) as usize;
+        if sec < n {
+            good[sec] += 1;
+        }
+    }
     let ok = |sec: usize| fresh[sec] == 0 || good[sec] as f64 >= 0.9 * fresh[sec] as f64;
     (from..=n.saturating_sub(5)).find(|&s| (s..s + 5).all(ok)).map(|s| (s as f64 - last_end).max(0.0))
 }

@@ -40,8 +40,6 @@ const DEPTH_EVERY_NS: u64 = 100 * MS;
 pub struct ServerClass {
     /// Requests that reached the front end (attempts, retries included).
     pub received: u64,
-    /// Of which retries.
-    pub received_retry: u64,
     /// Taken into the system.
     pub accepted: u64,
     /// Refused: full / policy / closed.
@@ -307,16 +305,7 @@ impl ServerShared {
     }
 
     fn new(scenario: &Scenario, system: &SystemDef, classes: usize) -> ServerShared {
-        let timeout = scenario.client.timeout_ms.map(|t| (t.0 * 1e6) as u64);
-        let good_within_ns = scenario
-            .classes
-            .get_ref()
-            .iter()
-            .map(|c| {
-                let d = c.deadline_ms.map_or(u64::MAX, |d| (d.0 * 1e6) as u64);
-                timeout.map_or(d, |t| d.min(t))
-            })
-            .collect();
+        let good_within_ns = scenario.useful_within_ns().into_iter().map(|d| d.unwrap_or(u64::MAX)).collect();
         let ns = |s: f64| (s * 1e9) as u64;
         ServerShared {
             engine_deadlines: matches!(system, SystemDef::Veltrix { deadlines: true, .. }),
@@ -573,17 +562,13 @@ impl System {
         }
     }
 
-    fn depth(&self, classes: usize) -> Vec<u64> {
+    fn depth(&self) -> Vec<u64> {
         match self {
             System::Veltrix(engine) => {
                 let stats = engine.stats();
                 stats.routes[0].classes.iter().map(|c| c.ledger.queued).collect()
             }
-            System::Fifo { depth, .. } => {
-                let d = depth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-                debug_assert_eq!(d.len(), classes);
-                d
-            }
+            System::Fifo { depth, .. } => depth.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
         }
     }
 
@@ -620,14 +605,13 @@ impl System {
                     None => rec.ledger = Some(ledger),
                 }
             }
-            System::Fifo { tx, depth, workers } => {
+            System::Fifo { tx, workers, .. } => {
                 drop(tx);
                 for w in workers {
                     w.abort();
                     let _ = w.await;
                 }
                 // What was queued or in service is gone without a record.
-                let _ = depth;
                 let mut rec = server.rec();
                 for c in rec.classes.iter_mut() {
                     c.abandoned += c.in_system;
@@ -684,7 +668,7 @@ async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
                 tokio::time::sleep_until(t0 + Duration::from_nanos(wake)).await;
                 if wake == next_sample {
                     if let Some(s) = &*system.read().await {
-                        let d = s.depth(server.classes);
+                        let d = s.depth();
                         server.rec().depth.push((wake, d));
                     }
                     next_sample += DEPTH_EVERY_NS;
@@ -736,12 +720,7 @@ async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
                     // A malformed frame from a peer: drop the connection, count nothing.
                     _ => break,
                 };
-                {
-                    let mut rec = server.rec();
-                    let c = &mut rec.classes[req.class as usize];
-                    c.received += 1;
-                    c.received_retry += u64::from(req.id & 0xff > 1);
-                }
+                server.rec().classes[req.class as usize].received += 1;
                 let job = Job { req, received_ns: now, reply: reply.clone() };
                 match &*system.read().await {
                     Some(s) => s.offer(&server, job, t0),
@@ -773,19 +752,8 @@ struct ClientPlan {
 impl ClientPlan {
     fn new(scenario: &Scenario, schedule: &[Arrival], stop_ns: u64) -> ClientPlan {
         let timeout_ns = scenario.client.timeout_ms.map(|t| (t.0 * 1e6) as u64);
-        let deadline_ns = scenario
-            .classes
-            .get_ref()
-            .iter()
-            .map(|c| {
-                let d = c.deadline_ms.map_or(0, |d| (d.0 * 1e6) as u64);
-                match (d, timeout_ns) {
-                    (0, Some(t)) => t,
-                    (d, Some(t)) => d.min(t),
-                    (d, None) => d,
-                }
-            })
-            .collect();
+        // On the wire, 0 means no deadline.
+        let deadline_ns = scenario.useful_within_ns().into_iter().map(|d| d.unwrap_or(0)).collect();
         ClientPlan {
             arrivals: schedule.to_vec(),
             deadline_ns,

@@ -722,6 +722,21 @@ impl Scenario {
         self.classes.get_ref().iter().map(|c| c.name.get_ref().clone()).collect()
     }
 
+    /// Per class: the time after arrival past which an answer is useless — the class deadline or
+    /// the client's timeout, whichever is sooner (ns); `None` if neither is set.
+    pub fn useful_within_ns(&self) -> Vec<Option<u64>> {
+        let ns = |ms: f64| (ms * 1e6) as u64;
+        let timeout = self.client.timeout_ms.map(|t| ns(t.0));
+        self.classes
+            .get_ref()
+            .iter()
+            .map(|c| match (c.deadline_ms.map(|d| ns(d.0)), timeout) {
+                (Some(d), Some(t)) => Some(d.min(t)),
+                (d, t) => d.or(t),
+            })
+            .collect()
+    }
+
     /// Mean service time S̄ in ms.
     pub fn mean_service_ms(&self) -> f64 {
         self.service.mean_ms()
