@@ -189,8 +189,6 @@ impl<E> Shared<E> {
     ) -> Option<DeadLetter<E>> {
         let closed = st.core.commit(class, event, deadline, now);
         st.kick_receivers();
-        // A shedding class whose every slot was reserved can shed again now that one is filled.
-        st.kick_senders(class.index());
         closed
     }
 
@@ -239,7 +237,11 @@ impl<E> Shared<E> {
         let closed = {
             let now = Instant::now();
             let mut st = self.lock();
-            self.commit(&mut st, class, event, deadline, now)
+            let closed = self.commit(&mut st, class, event, deadline, now);
+            // A shedding class whose every slot was reserved can shed again now that one is
+            // filled. (The send paths commit inside `poll_reserve`, which kicks once itself.)
+            st.kick_senders(class.index());
+            closed
         };
         self.dead_letter(closed);
     }

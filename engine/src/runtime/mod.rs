@@ -50,7 +50,6 @@ pub use stats::{EngineStats, LatencySummary, RouteClassStats, RouteStats, Shutdo
 use crate::chan::{DeadLetterSink, Receiver, Sender, channel_with_sink};
 use crate::config::{ClassId, Config};
 use crate::core::DeadLetter;
-use crate::error::BuildError;
 use crate::error::{SendError, SubmitError, TrySendError};
 use crate::latch::Latch;
 use crate::ledger::{ClassStats, DeadLetterReason};
@@ -175,8 +174,6 @@ pub enum EngineBuildError {
     ZeroAttempts(String),
     /// More than 65,536 routes.
     TooManyRoutes(usize),
-    /// A route's class configuration is invalid.
-    Classes(String, BuildError),
     /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
     NoRuntime,
 }
@@ -190,20 +187,12 @@ impl fmt::Display for EngineBuildError {
             EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
             EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
             EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most 65536 are allowed"),
-            EngineBuildError::Classes(r, e) => write!(f, "route `{r}`: {e}"),
             EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
         }
     }
 }
 
-impl std::error::Error for EngineBuildError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            EngineBuildError::Classes(_, e) => Some(e),
-            _ => None,
-        }
-    }
-}
+impl std::error::Error for EngineBuildError {}
 
 type Spawner<E> = Box<
     dyn FnOnce(RouteId, &[Receiver<Routed<E>>], &Arc<Latch>, &Sink<E>, &Arc<RouteTelemetry>) -> Vec<JoinHandle<()>>,
@@ -318,15 +307,6 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
             if spec.retry.max_attempts == 0 {
                 return Err(EngineBuildError::ZeroAttempts(name.clone()));
             }
-            // A `Config` is valid by construction, but re-check: routes may be built from data.
-            let rebuilt = spec
-                .classes
-                .classes()
-                .iter()
-                .cloned()
-                .fold(Config::builder(), |b, c| b.class(c))
-                .scheduler(spec.classes.scheduler());
-            rebuilt.build_exact().map_err(|e| EngineBuildError::Classes(name.clone(), e))?;
         }
         Ok(())
     }
