@@ -1,0 +1,567 @@
+//! A Veltrix engine fed by JetStream pull consumers: the fetch loops (credit), the acking
+//! handler wrapper, the dead-letter mapping, and the node's lifecycle.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use veltrix_engine::runtime::{
+    Engine, Handler, HandlerContext, Outcome, RouteSpec, Routed, ShutdownReport, Submission,
+};
+use veltrix_engine::{DeadLetter, DeadLetterReason, OverloadPolicy, SubmitError};
+
+use crate::config::{ClassPolicy, NodeConfig, NodeError, check_name};
+use crate::event::{Arrival, Counters, Lane, NatsEvent, NodeShared, Seen};
+
+/// Builds a [`Node`]; see [`Node::builder`].
+pub struct NodeBuilder {
+    js: jetstream::Context,
+    config: NodeConfig,
+    engine: veltrix_engine::runtime::EngineBuilder<NatsEvent>,
+    routes: Vec<(String, RouteSpec)>,
+    policies: Vec<(String, String, ClassPolicy)>,
+}
+
+impl std::fmt::Debug for NodeBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeBuilder")
+            .field("config", &self.config)
+            .field("engine", &self.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Veltrix engine whose events come from JetStream: one durable pull consumer per route and
+/// class (`<subject_prefix>.<route>.<class>`), fetching exactly the class's free credit, acking
+/// after the handler finished. Several nodes with the same config share the consumers.
+pub struct Node {
+    engine: Arc<Engine<NatsEvent>>,
+    lanes: Vec<Arc<Lane>>,
+    fetchers: Vec<JoinHandle<()>>,
+    shared: Arc<NodeShared>,
+    stopping: Arc<tokio::sync::Notify>,
+    stop_flag: Arc<std::sync::atomic::AtomicBool>,
+    client: async_nats::Client,
+    fetch_wait: Duration,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("lanes", &self.lanes.len())
+            .field("live", &self.shared.live())
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeBuilder {
+    /// Registers `route` with its classes and workers; `handler` sees each [`NatsEvent`] and
+    /// the event is acked when it returns [`Outcome::Ok`].
+    pub fn route<H: Handler<NatsEvent>>(mut self, name: impl Into<String>, spec: RouteSpec, handler: H) -> Self {
+        let name = name.into();
+        let progress_every = self.config.progress_every;
+        self.engine = self.engine.route(name.clone(), spec.clone(), Acking { inner: handler, progress_every });
+        self.routes.push((name, spec));
+        self
+    }
+
+    /// Overrides the default [`ClassPolicy`] of one route and class.
+    pub fn policy(mut self, route: &str, class: &str, policy: ClassPolicy) -> Self {
+        self.policies.push((route.to_string(), class.to_string(), policy));
+        self
+    }
+
+    /// Checks the settings, creates (or finds) the durable consumers and starts the fetch loops
+    /// and the engine's workers on the current tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// A [`NodeError`] naming the first problem; nothing is left running.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let NodeBuilder { js, config, engine, routes, policies } = self;
+        check_name("stream", &config.stream)?;
+        for (setting, ok) in [
+            ("ack_wait", !config.ack_wait.is_zero()),
+            ("fetch_wait", !config.fetch_wait.is_zero()),
+            ("progress_every", !config.progress_every.is_zero() && config.progress_every <= config.ack_wait / 2),
+            ("max_deliver", config.max_deliver == -1 || config.max_deliver >= 1),
+        ] {
+            if !ok {
+                let reason = format!("out of range in {config:?}");
+                return Err(NodeError::InvalidSetting { setting, reason });
+            }
+        }
+        for (route, class, _) in &policies {
+            let known = routes.iter().any(|(r, spec)| r == route && spec.classes.class(class).is_some());
+            if !known {
+                return Err(NodeError::UnknownClass { route: route.clone(), class: class.clone() });
+            }
+        }
+        let shared = Arc::new(NodeShared::default());
+        let mut plan = Vec::new();
+        for (route, spec) in &routes {
+            check_name("route", route)?;
+            for (k, class) in spec.classes.classes().iter().enumerate() {
+                check_name("class", &class.name)?;
+                let policy = policies
+                    .iter()
+                    .rev()
+                    .find(|(r, c, _)| r == route && *c == class.name)
+                    .map_or_else(ClassPolicy::default, |(.., p)| *p);
+                let credit = policy.credit.unwrap_or(class.capacity);
+                if credit == 0 {
+                    return Err(NodeError::InvalidSetting {
+                        setting: "credit",
+                        reason: format!("0 for {route}/{}", class.name),
+                    });
+                }
+                plan.push((
+                    Lane {
+                        route: route.clone(),
+                        class_name: class.name.clone(),
+                        class: veltrix_engine::ClassId::new(k),
+                        credit,
+                        on_shed: policy.on_shed,
+                        backpressure: class.policy == OverloadPolicy::Backpressure,
+                        max_deliver: config.max_deliver,
+                        node: shared.clone(),
+                        counters: Counters::default(),
+                        seen: std::sync::Mutex::new(Seen::default()),
+                    },
+                    class.deadline,
+                ));
+            }
+        }
+        let credit: usize = plan.iter().map(|(l, _)| l.credit).sum();
+        match config.service_rate {
+            Some(rate) if credit > config.credit_bound(rate) => {
+                return Err(NodeError::CreditExceedsAckWait { credit, bound: config.credit_bound(rate) });
+            }
+            Some(_) => {}
+            None => tracing::info!(credit, "no service_rate configured: credit not checked against ack_wait"),
+        }
+
+        let client = js.client();
+        let info = client.server_info();
+        tracing::info!(server = %info.server_name, version = %info.version, jetstream = info.jetstream, "connected to nats-server");
+        let stream = js.get_stream(&config.stream).await.map_err(|e| NodeError::Nats(e.into()))?;
+        let mut consumers = Vec::with_capacity(plan.len());
+        for (lane, _) in &plan {
+            let durable = config.durable(&lane.route, &lane.class_name);
+            let consumer: PullConsumer = stream
+                .get_or_create_consumer(
+                    &durable,
+                    pull::Config {
+                        durable_name: Some(durable.clone()),
+                        filter_subject: config.subject(&lane.route, &lane.class_name),
+                        deliver_policy: DeliverPolicy::All,
+                        ack_policy: AckPolicy::Explicit,
+                        ack_wait: config.ack_wait,
+                        max_deliver: config.max_deliver,
+                        max_ack_pending: config.max_ack_pending.unwrap_or_default(),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(|e| NodeError::Nats(e.into()))?;
+            consumers.push(consumer);
+        }
+
+        let engine = Arc::new(engine.dead_letter_sink(DeadLetters).build()?);
+        let stopping = Arc::new(tokio::sync::Notify::new());
+        let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut lanes = Vec::with_capacity(plan.len());
+        let mut fetchers = Vec::with_capacity(plan.len());
+        for ((lane, deadline), consumer) in plan.into_iter().zip(consumers) {
+            let lane = Arc::new(lane);
+            let fetch = Fetch {
+                consumer,
+                lane: lane.clone(),
+                engine: engine.clone(),
+                credit: Arc::new(Semaphore::new(lane.credit)),
+                deadline,
+                fetch_wait: config.fetch_wait,
+                stopping: stopping.clone(),
+                stop_flag: stop_flag.clone(),
+            };
+            fetchers.push(tokio::spawn(fetch.run()));
+            lanes.push(lane);
+        }
+        Ok(Node { engine, lanes, fetchers, shared, stopping, stop_flag, client, fetch_wait: config.fetch_wait })
+    }
+}
+
+impl Node {
+    /// A node consuming `config.stream` through `js`. The stream must exist
+    /// ([`ensure_stream`](crate::ensure_stream) creates it).
+    pub fn builder(js: jetstream::Context, config: NodeConfig) -> NodeBuilder {
+        NodeBuilder { js, config, engine: Engine::builder(), routes: Vec::new(), policies: Vec::new() }
+    }
+
+    /// The engine inside (for its stats).
+    pub fn engine(&self) -> &Engine<NatsEvent> {
+        &self.engine
+    }
+
+    /// Every lane's counters now.
+    pub fn report(&self) -> Vec<ClassReport> {
+        self.lanes.iter().map(|l| ClassReport::of(l)).collect()
+    }
+
+    /// Events held now (fetched, not yet settled and dropped), and the most ever held.
+    pub fn held(&self) -> (usize, usize) {
+        (self.shared.live(), self.shared.max_live())
+    }
+
+    /// The credit over all lanes: the most events the node can hold.
+    pub fn credit(&self) -> usize {
+        self.lanes.iter().map(|l| l.credit).sum()
+    }
+
+    /// Stops fetching, drains the engine for up to `drain` (acking what finishes), naks what is
+    /// left so another node takes it at once, and flushes the acks to the server.
+    pub async fn shutdown(mut self, drain: Duration) -> NodeReport {
+        self.stop_fetching().await;
+        let engine = self.engine.shutdown(drain).await;
+        // Dead-letter naks run as tasks: let them go out before the flush (bounded: a settle
+        // stuck on a dead connection is left to ack_wait).
+        let settled = tokio::time::timeout(self.fetch_wait * 8, async {
+            while self.shared.live() > 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        if settled.await.is_err() {
+            tracing::warn!(held = self.shared.live(), "events still unsettled at shutdown: left to ack_wait");
+        }
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flush at shutdown failed: unsettled events will be redelivered");
+        }
+        NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
+    }
+
+    /// Simulates a crash: from now on nothing is acked, nak'ed or termed; fetching stops and
+    /// the engine's workers are dropped with their events. The server redelivers everything this
+    /// node held once `ack_wait` passes.
+    pub async fn kill(mut self) -> NodeReport {
+        self.shared.kill();
+        for f in &self.fetchers {
+            f.abort();
+        }
+        self.stop_fetching().await;
+        let engine = self.engine.shutdown(Duration::ZERO).await;
+        NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
+    }
+
+    async fn stop_fetching(&mut self) {
+        self.stop_flag.store(true, Ordering::Release);
+        self.stopping.notify_waiters();
+        for f in std::mem::take(&mut self.fetchers) {
+            let abort = f.abort_handle();
+            // A pull in progress ends within fetch_wait; its events are still submitted.
+            if tokio::time::timeout(self.fetch_wait * 4, f).await.is_err() {
+                abort.abort();
+            }
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for f in &self.fetchers {
+            f.abort();
+        }
+    }
+}
+
+/// One lane's numbers. Every delivery fetched ends in exactly one of: `submitted` (then acked,
+/// or shed / failed → nak'ed or termed), `stale`, `duplicates`, `expired_on_arrival`, `refused`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ClassReport {
+    /// The route.
+    pub route: String,
+    /// The class.
+    pub class: String,
+    /// The credit: the most events this lane holds at once.
+    pub credit: usize,
+    /// Deliveries fetched.
+    pub fetched: u64,
+    /// Of those, redeliveries (delivery count above 1).
+    pub redelivered: u64,
+    /// Submitted to the engine.
+    pub submitted: u64,
+    /// `+ACK` sent (handled).
+    pub acked: u64,
+    /// `-NAK` sent (shed, refused, failed with deliveries left, or left at shutdown).
+    pub naked: u64,
+    /// `+TERM` sent (shed under a `Term` policy, or exhausted).
+    pub termed: u64,
+    /// `+WPI` sent for long handlers.
+    pub progress: u64,
+    /// Redelivered copies of an event this node still held: dropped, the held copy settles it.
+    pub stale: u64,
+    /// Redelivered copies of an event this node had already acked or termed: settled again, not handled.
+    pub duplicates: u64,
+    /// Past the class's deadline (counted from publication) when fetched: termed without a handler.
+    pub expired_on_arrival: u64,
+    /// Refused by the engine: shed if a more critical class or a `Reject` class was full, nak'ed
+    /// at once if the engine was shutting down.
+    pub refused: u64,
+    /// Dead-lettered inside the engine: by ShedOldest or CoDel (the class's [`ShedAction`](crate::ShedAction)), or
+    /// past the deadline while queued (termed).
+    pub shed: u64,
+    /// Failed on their last allowed delivery (`max_deliver`): termed, the dead letter.
+    pub exhausted: u64,
+    /// Acks, naks or terms that could not be sent (the server redelivers those).
+    pub settle_failed: u64,
+    /// Pull requests that failed (server unreachable, …) and were retried.
+    pub fetch_errors: u64,
+}
+
+impl ClassReport {
+    fn of(l: &Lane) -> ClassReport {
+        let c = &l.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        ClassReport {
+            route: l.route.clone(),
+            class: l.class_name.clone(),
+            credit: l.credit,
+            fetched: get(&c.fetched),
+            redelivered: get(&c.redelivered),
+            submitted: get(&c.submitted),
+            acked: get(&c.acked),
+            naked: get(&c.naked),
+            termed: get(&c.termed),
+            progress: get(&c.progress),
+            stale: get(&c.stale),
+            duplicates: get(&c.duplicates),
+            expired_on_arrival: get(&c.expired_on_arrival),
+            refused: get(&c.refused),
+            shed: get(&c.shed),
+            exhausted: get(&c.exhausted),
+            settle_failed: get(&c.settle_failed),
+            fetch_errors: get(&c.fetch_errors),
+        }
+    }
+}
+
+/// What a node did, at shutdown (or kill).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeReport {
+    /// Per route and class.
+    pub classes: Vec<ClassReport>,
+    /// The engine's own report (its ledger).
+    pub engine: ShutdownReport,
+    /// The most events held at once.
+    pub max_held: usize,
+}
+
+impl NodeReport {
+    /// The sum of one counter over every lane.
+    pub fn sum(&self, counter: impl Fn(&ClassReport) -> u64) -> u64 {
+        self.classes.iter().map(counter).sum()
+    }
+}
+
+/// One lane's fetch loop.
+struct Fetch {
+    consumer: PullConsumer,
+    lane: Arc<Lane>,
+    engine: Arc<Engine<NatsEvent>>,
+    credit: Arc<Semaphore>,
+    deadline: Option<Duration>,
+    fetch_wait: Duration,
+    stopping: Arc<tokio::sync::Notify>,
+    stop_flag: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Fetch {
+    async fn run(self) {
+        let counters = &self.lane.counters;
+        let mut backoff = Duration::from_millis(50);
+        while !self.stop_flag.load(Ordering::Acquire) {
+            // Wait for one unit of credit, then take every free one: the pull asks for exactly
+            // what the node can hold, so the backlog stays in the stream.
+            let mut credit = tokio::select! {
+                p = self.credit.clone().acquire_owned() => p.expect("never closed"),
+                () = self.stopping.notified() => break,
+            };
+            if let Ok(more) = self.credit.clone().try_acquire_many_owned(self.credit.available_permits() as u32) {
+                credit.merge(more);
+            }
+            let want = credit.num_permits();
+            let batch = self.consumer.batch().max_messages(want).expires(self.fetch_wait).messages().await;
+            let mut batch = match batch {
+                Ok(b) => b,
+                Err(e) => {
+                    counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(route = %self.lane.route, class = %self.lane.class_name, error = %e, "pull failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(50);
+            // The server ends the pull at fetch_wait; if that answer is lost (a reconnect), the
+            // pull is abandoned a second later rather than the client's own 5 s.
+            let give_up = Instant::now() + self.fetch_wait + Duration::from_secs(1);
+            while let Ok(Some(message)) = tokio::time::timeout_at(give_up, batch.next()).await {
+                match message {
+                    Ok(m) => {
+                        let unit = credit.split(1).expect("the server sends at most what was asked");
+                        self.arrive(m, unit).await;
+                    }
+                    Err(e) => {
+                        counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(route = %self.lane.route, class = %self.lane.class_name, error = %e, "pull ended with an error");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn arrive(&self, message: jetstream::Message, unit: tokio::sync::OwnedSemaphorePermit) {
+        let counters = &self.lane.counters;
+        let (seq, delivered, age) = match message.info() {
+            Ok(info) => {
+                let age = async_nats::datetime::now() - info.published;
+                (info.stream_sequence, info.delivered.max(1) as u64, age.whole_nanoseconds().max(0) as u64)
+            }
+            Err(e) => {
+                // Not a JetStream delivery (cannot happen on a pull consumer): leave it to ack_wait.
+                tracing::warn!(error = %e, "message without JetStream metadata ignored");
+                return;
+            }
+        };
+        counters.fetched.fetch_add(1, Ordering::Relaxed);
+        if delivered > 1 {
+            counters.redelivered.fetch_add(1, Ordering::Relaxed);
+        }
+        let arrival = self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).arrive(seq);
+        match arrival {
+            Arrival::Stale => {
+                counters.stale.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Arrival::Done => {
+                counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                if !self.lane.node.is_dead() && message.ack().await.is_ok() {
+                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+            Arrival::New => {}
+        }
+        let event = NatsEvent::new(message, seq, delivered, self.lane.clone(), unit);
+        let mut deadline = None;
+        if let Some(d) = self.deadline {
+            // The deadline counts from publication: time spent in the stream is time spent.
+            let left = d.saturating_sub(Duration::from_nanos(age));
+            if left.is_zero() {
+                // No later delivery can meet the deadline either.
+                counters.expired_on_arrival.fetch_add(1, Ordering::Relaxed);
+                event.settle(AckKind::Term).await;
+                return;
+            }
+            deadline = Some(Instant::now() + left);
+        }
+        let mut submission = Submission::new(&self.lane.route, self.lane.class, event);
+        if let Some(deadline) = deadline {
+            submission = submission.deadline(deadline);
+        }
+        // A backpressure class waits for room (the credit already bounds what is held, and the
+        // rest of the backlog stays in the stream); the others shed or refuse at once.
+        let submitted = if self.lane.backpressure {
+            self.engine.submit(submission).await
+        } else {
+            self.engine.try_submit(submission)
+        };
+        match submitted {
+            Ok(()) => {
+                counters.submitted.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(SubmitError::Closed(event)) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                event.settle(AckKind::Nak(None)).await;
+            }
+            Err(e) => {
+                counters.refused.fetch_add(1, Ordering::Relaxed);
+                let event = e.into_inner();
+                event.settle(event.shed_action()).await;
+            }
+        }
+    }
+}
+
+/// Wraps the user's handler: progress while it runs, `+ACK` when it returns `Ok`.
+struct Acking<H> {
+    inner: H,
+    progress_every: Duration,
+}
+
+impl<H: Handler<NatsEvent>> Handler<NatsEvent> for Acking<H> {
+    fn handle(&self, event: &NatsEvent, cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
+        let work = self.inner.handle(event, cx);
+        let every = self.progress_every;
+        async move {
+            let mut work = pin!(work);
+            let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+            let outcome = loop {
+                tokio::select! {
+                    o = &mut work => break o,
+                    _ = tick.tick() => event.settle(AckKind::Progress).await,
+                }
+            };
+            if outcome == Outcome::Ok {
+                event.settle(AckKind::Ack).await;
+            }
+            outcome
+        }
+    }
+}
+
+/// Maps the engine's dead letters onto the server.
+struct DeadLetters;
+
+impl veltrix_engine::DeadLetterSink<Routed<NatsEvent>> for DeadLetters {
+    fn dead_letter(&self, letter: DeadLetter<Routed<NatsEvent>>) {
+        let event = letter.event.event;
+        if event.lane.node.is_dead() {
+            return;
+        }
+        let kind = match letter.reason {
+            DeadLetterReason::Shed | DeadLetterReason::Codel => {
+                event.lane.counters.shed.fetch_add(1, Ordering::Relaxed);
+                event.shed_action()
+            }
+            // Past its deadline: no redelivery can meet it.
+            DeadLetterReason::Expired => {
+                event.lane.counters.shed.fetch_add(1, Ordering::Relaxed);
+                AckKind::Term
+            }
+            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked if event.last_delivery() => event.exhaust(),
+            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked => {
+                AckKind::Nak(Some(Duration::from_millis(100)))
+            }
+            // Shutting down (or the receivers gone): another node should take it at once.
+            _ => AckKind::Nak(None),
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { event.settle(kind).await });
+            }
+            // Outside a runtime nothing can be sent: ack_wait redelivers it.
+            Err(_) => tracing::warn!(seq = event.stream_sequence(), "dead letter outside a runtime: left to ack_wait"),
+        }
+    }
+}
