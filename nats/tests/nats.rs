@@ -608,3 +608,92 @@ async fn s5_redelivery_storm_naive_buffering_goes_metastable_credit_does_not() {
         naive.3
     );
 }
+
+/// Sleeps `slow` for even ids (longer than ack_wait) and fails odd ids for good.
+#[derive(Clone)]
+struct SlowOrFailing {
+    slow: Duration,
+    runs: Arc<Mutex<HashMap<u64, u32>>>,
+}
+
+impl Handler<NatsEvent> for SlowOrFailing {
+    fn handle(&self, e: &NatsEvent, _cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
+        let (id, _) = decode(e.payload());
+        *self.runs.lock().unwrap().entry(id).or_default() += 1;
+        let slow = self.slow;
+        async move {
+            if id % 2 == 1 {
+                return Outcome::Fatal;
+            }
+            tokio::time::sleep(slow).await;
+            Outcome::Ok
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_handlers_send_progress_failures_end_exhausted_and_ids_deduplicate() {
+    let Some(url) = nats_url() else { return };
+    const N: u64 = 20;
+    let (_client, js, mut config) = fresh(&url, "progress").await;
+    config = config.ack_wait(Duration::from_secs(1)).max_deliver(2);
+    let publisher = Publisher::new(js.clone(), &config);
+    publish_all(&publisher, 0..N, |_| "c0".to_string()).await;
+    let again = publisher.publish(ROUTE, "c0", "ev-0", payload(0)).await.expect("published");
+    assert!(again.duplicate, "a second publish with the same Nats-Msg-Id is recognised");
+
+    let runs = Arc::new(Mutex::new(HashMap::new()));
+    let handler = SlowOrFailing { slow: Duration::from_millis(2500), runs: runs.clone() };
+    let spec = RouteSpec::new(four_classes(32)).workers(N as usize).retry(veltrix_engine::runtime::RetryPolicy::none());
+    let node = Node::builder(js.clone(), config.clone()).route(ROUTE, spec, handler).start().await.expect("node");
+    let stored = stream_settled(&js, &config, &["c0"]).await;
+    let report = node.shutdown(Duration::from_secs(5)).await;
+    table(&[("node", &report)]);
+
+    let c0 = report.classes.iter().find(|c| c.class == "c0").expect("lane");
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(stored, N, "the duplicate publish was not stored");
+    assert!(c0.progress >= N / 2 * 2, "each 2.5 s handler sent progress at least twice within a 1 s ack_wait: {c0:?}");
+    for id in (0..N).step_by(2) {
+        assert_eq!(runs[&id], 1, "slow event {id} ran once: progress kept it from being redelivered");
+    }
+    for id in (1..N).step_by(2) {
+        assert_eq!(runs[&id], 2, "failing event {id} was delivered max_deliver = 2 times");
+    }
+    assert_eq!(c0.redelivered, N / 2, "only the failing events came back: {c0:?}");
+    assert_eq!(c0.stale, 0, "no slow event was redelivered while running: {c0:?}");
+    assert_eq!(c0.exhausted, N / 2, "every failing event ended exhausted: {c0:?}");
+    assert_eq!(c0.termed, N / 2);
+    assert_eq!(c0.acked, N / 2);
+    check_ledger("node", &report);
+}
+
+/// Settings are checked before anything is asked of the server (the client here never connects).
+#[tokio::test]
+async fn bad_settings_are_typed_errors() {
+    let client =
+        async_nats::ConnectOptions::new().retry_on_initial_connect().connect("127.0.0.1:1").await.expect("lazy");
+    let js = jetstream::new(client);
+    let start = |config: NodeConfig, route: &str, policy: Option<(&str, ClassPolicy)>| {
+        let mut b =
+            Node::builder(js.clone(), config).route(route, RouteSpec::new(four_classes(64)), Recorder::default());
+        if let Some((class, p)) = policy {
+            b = b.policy(route, class, p);
+        }
+        b.start()
+    };
+    let err = start(NodeConfig::new("S"), "a.b", None).await.unwrap_err();
+    assert!(matches!(err, veltrix_nats::NodeError::InvalidName { what: "route", .. }), "{err}");
+    let err = start(NodeConfig::new("S"), "r", Some(("nope", ClassPolicy::default()))).await.unwrap_err();
+    assert!(matches!(err, veltrix_nats::NodeError::UnknownClass { .. }), "{err}");
+    let err = start(NodeConfig::new("S"), "r", Some(("c0", ClassPolicy::default().with_credit(0)))).await.unwrap_err();
+    assert!(matches!(err, veltrix_nats::NodeError::InvalidSetting { setting: "credit", .. }), "{err}");
+    // 4 classes × 64 credit = 256 > 100/s × 2 s / 2 = 100.
+    let config = NodeConfig::new("S").ack_wait(Duration::from_secs(2)).service_rate(100.0);
+    let err = start(config, "r", None).await.unwrap_err();
+    assert!(matches!(err, veltrix_nats::NodeError::CreditExceedsAckWait { credit: 256, bound: 100 }), "{err}");
+    let mut config = NodeConfig::new("S");
+    config.progress_every = Duration::from_secs(20);
+    let err = start(config, "r", None).await.unwrap_err();
+    assert!(matches!(err, veltrix_nats::NodeError::InvalidSetting { setting: "progress_every", .. }), "{err}");
+}
