@@ -70,8 +70,11 @@ pub struct NodeConfig {
     /// `ack_wait`.
     pub progress_every: Duration,
     /// Events per second this node's handlers sustain, if known. With it, the node refuses to
-    /// start with more credit than Little's law allows: credit ≤ rate × ack_wait / 2, so an
-    /// event fetched at the back of a full credit is still handled well inside `ack_wait`.
+    /// start with more credit than Little's law allows: credit ≤ rate × ack_wait / 2, so a
+    /// backlog served in arrival order is handled within half of `ack_wait`. Under priority
+    /// scheduling a less critical class can wait longer behind critical work; the server's
+    /// redeliveries of its held events are then answered with progress and dropped (`stale`),
+    /// never run twice on this node.
     pub service_rate: Option<f64>,
 }
 
@@ -137,8 +140,9 @@ impl NodeConfig {
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum NodeError {
-    /// A name used in a subject or durable name has a character NATS does not allow there
-    /// (only ASCII letters, digits, `_` and `-` are accepted).
+    /// A name used in a subject or durable name has a character that is not allowed there:
+    /// route and class names take ASCII letters, digits and `_`; the stream and the prefixes may
+    /// also use `-` (and the subject prefix `.` between tokens).
     InvalidName {
         /// What the name names (`"route"`, `"class"`, `"stream"`, …).
         what: &'static str,
@@ -168,6 +172,16 @@ pub enum NodeError {
     },
     /// The engine refused the routes.
     Engine(EngineBuildError),
+    /// The durable consumer already exists with other settings than the node's (it is not
+    /// changed behind the other nodes' backs: delete it, or use the settings it has).
+    ConsumerMismatch {
+        /// The durable.
+        durable: String,
+        /// The first setting that differs.
+        setting: &'static str,
+        /// `server vs node`.
+        values: String,
+    },
     /// The server refused a stream or consumer request.
     Nats(async_nats::Error),
 }
@@ -176,7 +190,10 @@ impl fmt::Display for NodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NodeError::InvalidName { what, name } => {
-                write!(f, "{what} name {name:?} is not usable in a NATS subject: use ASCII letters, digits, _ and -")
+                write!(
+                    f,
+                    "{what} {name:?} is not usable in NATS subjects and durable names: use ASCII letters, digits and _"
+                )
             }
             NodeError::UnknownClass { route, class } => write!(f, "no class {class:?} on route {route:?}"),
             NodeError::InvalidSetting { setting, reason } => write!(f, "{setting}: {reason}"),
@@ -185,6 +202,9 @@ impl fmt::Display for NodeError {
                 "credit {credit} exceeds service_rate × ack_wait / 2 = {bound}: events at the back of the credit \
                  would wait past ack_wait and be redelivered while queued; lower the credit or raise ack_wait"
             ),
+            NodeError::ConsumerMismatch { durable, setting, values } => {
+                write!(f, "durable consumer {durable} exists with another {setting} (server vs node: {values})")
+            }
             NodeError::Engine(e) => write!(f, "engine: {e}"),
             NodeError::Nats(e) => write!(f, "nats: {e}"),
         }
@@ -207,10 +227,55 @@ impl From<EngineBuildError> for NodeError {
     }
 }
 
+/// Route and class names: one subject token, and free of the `-` that joins durable names (so
+/// two lanes can never share a durable).
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<(), NodeError> {
-    let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    check_chars(what, name, |b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+fn check_chars(what: &'static str, name: &str, allowed: impl Fn(u8) -> bool) -> Result<(), NodeError> {
+    let ok = !name.is_empty() && name.bytes().all(allowed);
     if ok { Ok(()) } else { Err(NodeError::InvalidName { what, name: name.to_string() }) }
 }
+
+impl NodeConfig {
+    /// Checks names and ranges.
+    ///
+    /// # Errors
+    ///
+    /// [`NodeError::InvalidName`] or [`NodeError::InvalidSetting`] for the first problem.
+    pub fn validate(&self) -> Result<(), NodeError> {
+        let token = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-';
+        check_chars("stream", &self.stream, token)?;
+        check_chars("durable_prefix", &self.durable_prefix, token)?;
+        // A subject prefix may have several tokens, but no wildcard and no empty token.
+        for part in self.subject_prefix.split('.') {
+            check_chars("subject_prefix", part, token)
+                .map_err(|_| NodeError::InvalidName { what: "subject_prefix", name: self.subject_prefix.clone() })?;
+        }
+        let rate_ok = self.service_rate.is_none_or(|r| r.is_finite() && r > 0.0);
+        for (setting, ok, range) in [
+            ("ack_wait", !self.ack_wait.is_zero() && self.ack_wait <= MAX_ACK_WAIT, "in (0, 1 day]"),
+            ("fetch_wait", !self.fetch_wait.is_zero() && self.fetch_wait <= MAX_FETCH_WAIT, "in (0, 60 s]"),
+            (
+                "progress_every",
+                !self.progress_every.is_zero() && self.progress_every <= self.ack_wait / 2,
+                "in (0, ack_wait / 2]",
+            ),
+            ("max_deliver", self.max_deliver == -1 || self.max_deliver >= 1, "-1 (unlimited) or ≥ 1"),
+            ("max_ack_pending", self.max_ack_pending.is_none_or(|m| m == -1 || m >= 1), "-1 (unlimited) or ≥ 1"),
+            ("service_rate", rate_ok, "finite and > 0"),
+        ] {
+            if !ok {
+                return Err(NodeError::InvalidSetting { setting, reason: format!("must be {range}") });
+            }
+        }
+        Ok(())
+    }
+}
+
+const MAX_ACK_WAIT: Duration = Duration::from_secs(24 * 3600);
+const MAX_FETCH_WAIT: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
@@ -218,10 +283,38 @@ mod tests {
 
     #[test]
     fn names_must_fit_a_subject_token() {
-        assert!(check_name("route", "orders_v2-eu").is_ok());
-        for bad in ["", "a.b", "a*", "a>", "a b", "ü"] {
+        assert!(check_name("route", "orders_v2").is_ok());
+        for bad in ["", "a.b", "a*", "a>", "a b", "ü", "a-b"] {
             let err = check_name("route", bad).unwrap_err();
-            assert!(err.to_string().contains("route name"), "{err}");
+            assert!(err.to_string().starts_with("route "), "{err}");
+        }
+    }
+
+    #[test]
+    fn config_validation_names_the_setting() {
+        assert!(NodeConfig::new("S").validate().is_ok());
+        let mut c = NodeConfig::new("S");
+        c.subject_prefix = "app.events".into();
+        assert!(c.validate().is_ok(), "a multi-token prefix is fine");
+        for prefix in ["app.>", "app..x", "a*", ""] {
+            c.subject_prefix = prefix.into();
+            assert!(matches!(c.validate(), Err(NodeError::InvalidName { what: "subject_prefix", .. })), "{prefix}");
+        }
+        let cases: [(&str, fn(&mut NodeConfig)); 6] = [
+            ("ack_wait", |c| c.ack_wait = Duration::ZERO),
+            ("fetch_wait", |c| c.fetch_wait = Duration::from_secs(61)),
+            ("progress_every", |c| c.progress_every = c.ack_wait),
+            ("max_deliver", |c| c.max_deliver = 0),
+            ("max_ack_pending", |c| c.max_ack_pending = Some(0)),
+            ("service_rate", |c| c.service_rate = Some(f64::NAN)),
+        ];
+        for (name, break_it) in cases {
+            let mut c = NodeConfig::new("S");
+            break_it(&mut c);
+            match c.validate() {
+                Err(NodeError::InvalidSetting { setting, .. }) => assert_eq!(setting, name),
+                other => panic!("{name}: {other:?}"),
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! The event a handler sees, and the per-(route, class) lane state behind it: credit, counters
 //! and the record of stream sequences in flight and done.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -92,11 +92,21 @@ impl NatsEvent {
         self.lane.class
     }
 
-    /// Tells the server; nothing once the node was killed (a dead process acks nothing).
+    /// Tells the server; nothing once the node was killed (a dead process acks nothing). A nak
+    /// on the event's last allowed delivery would let the server drop it silently, so it becomes
+    /// a term, counted `exhausted`: the dead letter of `max_deliver`.
     pub(crate) async fn settle(&self, kind: AckKind) {
         if self.lane.node.is_dead() {
             return;
         }
+        let kind = match kind {
+            AckKind::Nak(_) if self.last_delivery() => {
+                self.lane.counters.exhausted.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(subject = self.subject(), seq = self.stream_sequence, "max_deliver exhausted: termed");
+                AckKind::Term
+            }
+            kind => kind,
+        };
         let counter = match kind {
             AckKind::Ack => &self.lane.counters.acked,
             AckKind::Nak(_) => &self.lane.counters.naked,
@@ -115,27 +125,20 @@ impl NatsEvent {
         }
     }
 
-    /// Whether the server will not deliver it again after this delivery.
-    pub(crate) fn last_delivery(&self) -> bool {
-        self.lane.max_deliver > 0 && self.delivered >= self.lane.max_deliver as u64
+    /// Whether the server will not deliver it again: this delivery, or a stale copy of it seen
+    /// since, reached `max_deliver`.
+    fn last_delivery(&self) -> bool {
+        let seen =
+            self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).delivered(self.stream_sequence);
+        self.lane.max_deliver > 0 && self.delivered.max(seen) >= self.lane.max_deliver as u64
     }
 
-    /// What a shed or refused event becomes: the class's action, except on the last allowed
-    /// delivery, where a nak would let the server drop it silently — it is termed and counted
-    /// `exhausted` instead.
+    /// The class's answer to a shed or refused event.
     pub(crate) fn shed_action(&self) -> AckKind {
         match self.lane.on_shed {
-            _ if self.last_delivery() => self.exhaust(),
             ShedAction::Nak(delay) => AckKind::Nak(Some(delay)),
             ShedAction::Term => AckKind::Term,
         }
-    }
-
-    /// Counts the event as the dead letter of `max_deliver` exhaustion; it is to be termed.
-    pub(crate) fn exhaust(&self) -> AckKind {
-        self.lane.counters.exhausted.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(subject = self.subject(), seq = self.stream_sequence, "max_deliver exhausted: termed");
-        AckKind::Term
     }
 }
 
@@ -193,10 +196,11 @@ pub(crate) struct Lane {
     pub(crate) seen: Mutex<Seen>,
 }
 
-/// Stream sequences this lane holds now, and the ones it settled lately.
+/// Stream sequences this lane holds now (with the highest delivery count the server has
+/// reported for each), and the ones it settled lately.
 #[derive(Debug, Default)]
 pub(crate) struct Seen {
-    in_flight: BTreeSet<u64>,
+    in_flight: BTreeMap<u64, u64>,
     done: BTreeSet<u64>,
     done_order: VecDeque<u64>,
 }
@@ -213,14 +217,26 @@ pub(crate) enum Arrival {
 }
 
 impl Seen {
-    pub(crate) fn arrive(&mut self, seq: u64) -> Arrival {
+    /// Records delivery number `delivered` of `seq`.
+    pub(crate) fn arrive(&mut self, seq: u64, delivered: u64) -> Arrival {
         if self.done.contains(&seq) {
-            Arrival::Done
-        } else if !self.in_flight.insert(seq) {
-            Arrival::Stale
-        } else {
-            Arrival::New
+            return Arrival::Done;
         }
+        match self.in_flight.entry(seq) {
+            std::collections::btree_map::Entry::Occupied(mut held) => {
+                *held.get_mut() = (*held.get()).max(delivered);
+                Arrival::Stale
+            }
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(delivered);
+                Arrival::New
+            }
+        }
+    }
+
+    /// The highest delivery count seen for `seq` while held (0 if not held).
+    fn delivered(&self, seq: u64) -> u64 {
+        self.in_flight.get(&seq).copied().unwrap_or(0)
     }
 
     fn release(&mut self, seq: u64) {
@@ -250,6 +266,7 @@ pub(crate) struct Counters {
     pub(crate) progress: AtomicU64,
     pub(crate) stale: AtomicU64,
     pub(crate) duplicates: AtomicU64,
+    pub(crate) reacked: AtomicU64,
     pub(crate) expired_on_arrival: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) shed: AtomicU64,
@@ -265,13 +282,16 @@ mod tests {
     #[test]
     fn seen_tells_new_stale_and_done_apart() {
         let mut s = Seen::default();
-        assert_eq!(s.arrive(7), Arrival::New);
-        assert_eq!(s.arrive(7), Arrival::Stale);
+        assert_eq!(s.arrive(7, 1), Arrival::New);
+        assert_eq!(s.delivered(7), 1);
+        assert_eq!(s.arrive(7, 3), Arrival::Stale);
+        assert_eq!(s.arrive(7, 2), Arrival::Stale);
+        assert_eq!(s.delivered(7), 3, "the highest delivery count the server reported");
         s.done(7);
         s.release(7);
-        assert_eq!(s.arrive(7), Arrival::Done);
+        assert_eq!(s.arrive(7, 4), Arrival::Done);
         s.release(8);
-        assert_eq!(s.arrive(8), Arrival::New);
+        assert_eq!(s.arrive(8, 1), Arrival::New);
     }
 
     #[test]
@@ -281,7 +301,7 @@ mod tests {
             s.done(seq);
         }
         assert_eq!(s.done.len(), DONE_MEMORY);
-        assert_eq!(s.arrive(0), Arrival::New, "forgotten");
-        assert_eq!(s.arrive(DONE_MEMORY as u64 + 9), Arrival::Done);
+        assert_eq!(s.arrive(0, 2), Arrival::New, "forgotten");
+        assert_eq!(s.arrive(DONE_MEMORY as u64 + 9, 2), Arrival::Done);
     }
 }

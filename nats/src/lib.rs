@@ -11,14 +11,14 @@
 //! | past its deadline (counted from publication)  | `+TERM`: no redelivery can meet it            |
 //! | backpressure class full                       | the pull waits; the backlog stays in the stream |
 //! | handler failed, deliveries left               | `-NAK` (100 ms), redelivered to any node      |
-//! | handler failed on delivery `max_deliver`      | `+TERM`, counted `exhausted` (the dead letter) |
+//! | any nak on delivery `max_deliver`             | `+TERM`, counted `exhausted` (the dead letter) |
 //! | left at shutdown                              | `-NAK` at once, so another node takes it      |
 //! | node crashed                                  | nothing: redelivered after `ack_wait`         |
 //!
 //! The guarantee is at-least-once: a crash, a lost ack or an `ack_wait` overrun redelivers an
 //! event. Redelivered copies are recognised by stream sequence: a copy of an event the node still
-//! holds is dropped (`stale`), a copy of one it already acked is acked again without running the
-//! handler (`duplicates`). Copies that land on another node run again; count them in the handler
+//! holds is answered with progress and dropped (`stale`), a copy of one it already acked is acked
+//! again without running the handler (`duplicates`). Copies that land on another node run again; count them in the handler
 //! if duplicates matter (the tests do).
 //!
 //! Tested against Debian's nats-server 2.9.10: only consumer options that server understands

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use veltrix_engine::runtime::{
@@ -47,8 +47,7 @@ pub struct Node {
     lanes: Vec<Arc<Lane>>,
     fetchers: Vec<JoinHandle<()>>,
     shared: Arc<NodeShared>,
-    stopping: Arc<tokio::sync::Notify>,
-    stop_flag: Arc<std::sync::atomic::AtomicBool>,
+    stop: watch::Sender<bool>,
     client: async_nats::Client,
     fetch_wait: Duration,
 }
@@ -87,18 +86,7 @@ impl NodeBuilder {
     /// A [`NodeError`] naming the first problem; nothing is left running.
     pub async fn start(self) -> Result<Node, NodeError> {
         let NodeBuilder { js, config, engine, routes, policies } = self;
-        check_name("stream", &config.stream)?;
-        for (setting, ok) in [
-            ("ack_wait", !config.ack_wait.is_zero()),
-            ("fetch_wait", !config.fetch_wait.is_zero()),
-            ("progress_every", !config.progress_every.is_zero() && config.progress_every <= config.ack_wait / 2),
-            ("max_deliver", config.max_deliver == -1 || config.max_deliver >= 1),
-        ] {
-            if !ok {
-                let reason = format!("out of range in {config:?}");
-                return Err(NodeError::InvalidSetting { setting, reason });
-            }
-        }
+        config.validate()?;
         for (route, class, _) in &policies {
             let known = routes.iter().any(|(r, spec)| r == route && spec.classes.class(class).is_some());
             if !known {
@@ -117,10 +105,14 @@ impl NodeBuilder {
                     .find(|(r, c, _)| r == route && *c == class.name)
                     .map_or_else(ClassPolicy::default, |(.., p)| *p);
                 let credit = policy.credit.unwrap_or(class.capacity);
-                if credit == 0 {
+                if credit == 0 || credit > Semaphore::MAX_PERMITS {
                     return Err(NodeError::InvalidSetting {
                         setting: "credit",
-                        reason: format!("0 for {route}/{}", class.name),
+                        reason: format!(
+                            "{credit} for {route}/{}: must be in 1..={}",
+                            class.name,
+                            Semaphore::MAX_PERMITS
+                        ),
                     });
                 }
                 plan.push((
@@ -140,7 +132,7 @@ impl NodeBuilder {
                 ));
             }
         }
-        let credit: usize = plan.iter().map(|(l, _)| l.credit).sum();
+        let credit = plan.iter().fold(0usize, |sum, (l, _)| sum.saturating_add(l.credit));
         match config.service_rate {
             Some(rate) if credit > config.credit_bound(rate) => {
                 return Err(NodeError::CreditExceedsAckWait { credit, bound: config.credit_bound(rate) });
@@ -172,12 +164,12 @@ impl NodeBuilder {
                 )
                 .await
                 .map_err(|e| NodeError::Nats(e.into()))?;
+            check_consumer(&durable, &consumer.cached_info().config, &config, &lane.route, &lane.class_name)?;
             consumers.push(consumer);
         }
 
         let engine = Arc::new(engine.dead_letter_sink(DeadLetters).build()?);
-        let stopping = Arc::new(tokio::sync::Notify::new());
-        let stop_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (stop, stopped) = watch::channel(false);
         let mut lanes = Vec::with_capacity(plan.len());
         let mut fetchers = Vec::with_capacity(plan.len());
         for ((lane, deadline), consumer) in plan.into_iter().zip(consumers) {
@@ -189,13 +181,12 @@ impl NodeBuilder {
                 credit: Arc::new(Semaphore::new(lane.credit)),
                 deadline,
                 fetch_wait: config.fetch_wait,
-                stopping: stopping.clone(),
-                stop_flag: stop_flag.clone(),
+                stopped: stopped.clone(),
             };
             fetchers.push(tokio::spawn(fetch.run()));
             lanes.push(lane);
         }
-        Ok(Node { engine, lanes, fetchers, shared, stopping, stop_flag, client, fetch_wait: config.fetch_wait })
+        Ok(Node { engine, lanes, fetchers, shared, stop, client, fetch_wait: config.fetch_wait })
     }
 }
 
@@ -226,14 +217,19 @@ impl Node {
         self.lanes.iter().map(|l| l.credit).sum()
     }
 
-    /// Stops fetching, drains the engine for up to `drain` (acking what finishes), naks what is
-    /// left so another node takes it at once, and flushes the acks to the server.
+    /// Stops fetching and drains the engine for up to `drain`, acking what finishes. Intake
+    /// closes at once, so a pull still in progress hands its events back (nak'ed at once,
+    /// counted `refused`), as does everything left at the drain deadline: another node takes
+    /// them without waiting for `ack_wait`. Then the acks are flushed to the server.
     pub async fn shutdown(mut self, drain: Duration) -> NodeReport {
-        self.stop_fetching().await;
-        let engine = self.engine.shutdown(drain).await;
-        // Dead-letter naks run as tasks: let them go out before the flush (bounded: a settle
-        // stuck on a dead connection is left to ack_wait).
-        let settled = tokio::time::timeout(self.fetch_wait * 8, async {
+        let _ = self.stop.send(true);
+        let fetchers = std::mem::take(&mut self.fetchers);
+        // A fetch loop ends within one pull (fetch_wait plus the give-up margin); one stuck
+        // longer (the server unreachable) is aborted, and its pull is left to ack_wait.
+        let grace = drain.saturating_add(self.fetch_wait).saturating_add(PULL_GIVE_UP + SETTLE_GRACE);
+        let (engine, ()) = tokio::join!(self.engine.shutdown(drain), join_or_abort(fetchers, grace));
+        // Dead-letter naks run as tasks: let them go out before the flush.
+        let settled = tokio::time::timeout(SETTLE_GRACE, async {
             while self.shared.live() > 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
@@ -241,8 +237,12 @@ impl Node {
         if settled.await.is_err() {
             tracing::warn!(held = self.shared.live(), "events still unsettled at shutdown: left to ack_wait");
         }
-        if let Err(e) = self.client.flush().await {
-            tracing::warn!(error = %e, "flush at shutdown failed: unsettled events will be redelivered");
+        match tokio::time::timeout(SETTLE_GRACE, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "flush at shutdown failed: unsettled events will be redelivered"),
+            Err(_) => tracing::warn!(
+                "flush at shutdown timed out (server unreachable?): unsettled events will be redelivered"
+            ),
         }
         NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
     }
@@ -252,23 +252,31 @@ impl Node {
     /// node held once `ack_wait` passes.
     pub async fn kill(mut self) -> NodeReport {
         self.shared.kill();
-        for f in &self.fetchers {
+        let _ = self.stop.send(true);
+        for f in std::mem::take(&mut self.fetchers) {
             f.abort();
         }
-        self.stop_fetching().await;
         let engine = self.engine.shutdown(Duration::ZERO).await;
         NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
     }
+}
 
-    async fn stop_fetching(&mut self) {
-        self.stop_flag.store(true, Ordering::Release);
-        self.stopping.notify_waiters();
-        for f in std::mem::take(&mut self.fetchers) {
-            let abort = f.abort_handle();
-            // A pull in progress ends within fetch_wait; its events are still submitted.
-            if tokio::time::timeout(self.fetch_wait * 4, f).await.is_err() {
-                abort.abort();
-            }
+/// How long after a pull's `fetch_wait` the node stops waiting for the server to end it.
+const PULL_GIVE_UP: Duration = Duration::from_secs(1);
+/// How long shutdown waits for the last naks to be sent and flushed.
+const SETTLE_GRACE: Duration = Duration::from_secs(2);
+/// Waits between failed pulls, doubling.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+async fn join_or_abort(tasks: Vec<JoinHandle<()>>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    for t in tasks {
+        let abort = t.abort_handle();
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            tracing::warn!(
+                "a fetch loop did not stop in time (server unreachable?): aborted, its pull is left to ack_wait"
+            );
+            abort.abort();
         }
     }
 }
@@ -298,18 +306,21 @@ pub struct ClassReport {
     pub redelivered: u64,
     /// Submitted to the engine.
     pub submitted: u64,
-    /// `+ACK` sent (handled).
+    /// `+ACK` sent for a handled event (re-acks of duplicates are `reacked`).
     pub acked: u64,
     /// `-NAK` sent (shed, refused, failed with deliveries left, or left at shutdown).
     pub naked: u64,
-    /// `+TERM` sent (shed under a `Term` policy, or exhausted).
+    /// `+TERM` sent: shed or refused under a `Term` policy, past the deadline, or exhausted.
     pub termed: u64,
-    /// `+WPI` sent for long handlers.
+    /// `+WPI` sent for long handlers, and through stale copies for the held one.
     pub progress: u64,
-    /// Redelivered copies of an event this node still held: dropped, the held copy settles it.
+    /// Redelivered copies of an event this node still held (queued or running): answered with
+    /// progress and dropped, the held copy settles it.
     pub stale: u64,
-    /// Redelivered copies of an event this node had already acked or termed: settled again, not handled.
+    /// Redelivered copies of an event this node had already acked or termed: not handled again.
     pub duplicates: u64,
+    /// Of those, `+ACK`s sent again.
+    pub reacked: u64,
     /// Past the class's deadline (counted from publication) when fetched: termed without a handler.
     pub expired_on_arrival: u64,
     /// Refused by the engine: shed if a more critical class or a `Reject` class was full, nak'ed
@@ -318,7 +329,8 @@ pub struct ClassReport {
     /// Dead-lettered inside the engine: by ShedOldest or CoDel (the class's [`ShedAction`](crate::ShedAction)), or
     /// past the deadline while queued (termed).
     pub shed: u64,
-    /// Failed on their last allowed delivery (`max_deliver`): termed, the dead letter.
+    /// Nak'ed (failed, shed, refused or left at shutdown) on their last allowed delivery
+    /// (`max_deliver`, counting stale copies): termed instead, the dead letter.
     pub exhausted: u64,
     /// Acks, naks or terms that could not be sent (the server redelivers those).
     pub settle_failed: u64,
@@ -343,6 +355,7 @@ impl ClassReport {
             progress: get(&c.progress),
             stale: get(&c.stale),
             duplicates: get(&c.duplicates),
+            reacked: get(&c.reacked),
             expired_on_arrival: get(&c.expired_on_arrival),
             refused: get(&c.refused),
             shed: get(&c.shed),
@@ -372,6 +385,34 @@ impl NodeReport {
     }
 }
 
+/// A durable that already existed keeps its own settings (`get_or_create_consumer` does not
+/// update it): refuse to run against settings other than the node's.
+fn check_consumer(
+    durable: &str,
+    server: &async_nats::jetstream::consumer::Config,
+    config: &NodeConfig,
+    route: &str,
+    class: &str,
+) -> Result<(), NodeError> {
+    let subject = config.subject(route, class);
+    let mismatch = [
+        ("filter_subject", server.filter_subject != subject, format!("{:?} vs {subject:?}", server.filter_subject)),
+        ("ack_policy", server.ack_policy != AckPolicy::Explicit, format!("{:?} vs Explicit", server.ack_policy)),
+        ("ack_wait", server.ack_wait != config.ack_wait, format!("{:?} vs {:?}", server.ack_wait, config.ack_wait)),
+        (
+            "max_deliver",
+            server.max_deliver != config.max_deliver,
+            format!("{} vs {}", server.max_deliver, config.max_deliver),
+        ),
+    ];
+    match mismatch.into_iter().find(|(_, differs, _)| *differs) {
+        Some((setting, _, values)) => {
+            Err(NodeError::ConsumerMismatch { durable: durable.to_string(), setting, values })
+        }
+        None => Ok(()),
+    }
+}
+
 /// One lane's fetch loop.
 struct Fetch {
     consumer: PullConsumer,
@@ -380,60 +421,71 @@ struct Fetch {
     credit: Arc<Semaphore>,
     deadline: Option<Duration>,
     fetch_wait: Duration,
-    stopping: Arc<tokio::sync::Notify>,
-    stop_flag: Arc<std::sync::atomic::AtomicBool>,
+    stopped: watch::Receiver<bool>,
 }
 
 impl Fetch {
     async fn run(self) {
-        let counters = &self.lane.counters;
-        let mut backoff = Duration::from_millis(50);
-        while !self.stop_flag.load(Ordering::Acquire) {
+        let mut stopped = self.stopped.clone();
+        let mut backoff = BACKOFF.0;
+        loop {
             // Wait for one unit of credit, then take every free one: the pull asks for exactly
             // what the node can hold, so the backlog stays in the stream.
             let mut credit = tokio::select! {
+                biased;
+                // Stopped, or the node dropped.
+                _ = stopped.wait_for(|stop| *stop) => break,
                 p = self.credit.clone().acquire_owned() => p.expect("never closed"),
-                () = self.stopping.notified() => break,
             };
             if let Ok(more) = self.credit.clone().try_acquire_many_owned(self.credit.available_permits() as u32) {
                 credit.merge(more);
             }
             let want = credit.num_permits();
-            let batch = self.consumer.batch().max_messages(want).expires(self.fetch_wait).messages().await;
-            let mut batch = match batch {
-                Ok(b) => b,
-                Err(e) => {
-                    counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(route = %self.lane.route, class = %self.lane.class_name, error = %e, "pull failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                    continue;
+            let mut failed = false;
+            match self.consumer.batch().max_messages(want).expires(self.fetch_wait).messages().await {
+                Ok(mut batch) => {
+                    // The server ends the pull at fetch_wait; if that answer is lost (a
+                    // reconnect), the pull is abandoned a little later than that.
+                    let give_up = Instant::now() + self.fetch_wait + PULL_GIVE_UP;
+                    while let Ok(Some(message)) = tokio::time::timeout_at(give_up, batch.next()).await {
+                        match message {
+                            Ok(m) => {
+                                backoff = BACKOFF.0;
+                                let unit = credit.split(1).expect("the server sends at most what was asked");
+                                self.arrive(m, unit).await;
+                            }
+                            Err(e) => {
+                                self.fetch_failed(&e);
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
                 }
-            };
-            backoff = Duration::from_millis(50);
-            // The server ends the pull at fetch_wait; if that answer is lost (a reconnect), the
-            // pull is abandoned a second later rather than the client's own 5 s.
-            let give_up = Instant::now() + self.fetch_wait + Duration::from_secs(1);
-            while let Ok(Some(message)) = tokio::time::timeout_at(give_up, batch.next()).await {
-                match message {
-                    Ok(m) => {
-                        let unit = credit.split(1).expect("the server sends at most what was asked");
-                        self.arrive(m, unit).await;
-                    }
-                    Err(e) => {
-                        counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(route = %self.lane.route, class = %self.lane.class_name, error = %e, "pull ended with an error");
-                        break;
-                    }
+                Err(e) => {
+                    self.fetch_failed(&e);
+                    failed = true;
                 }
             }
+            if failed {
+                // A deleted consumer or a server still recovering answers every pull at once:
+                // do not spin.
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
         }
+    }
+
+    fn fetch_failed(&self, e: &dyn std::fmt::Display) {
+        self.lane.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(route = %self.lane.route, class = %self.lane.class_name, error = %e, "pull failed; retrying");
     }
 
     async fn arrive(&self, message: jetstream::Message, unit: tokio::sync::OwnedSemaphorePermit) {
         let counters = &self.lane.counters;
         let (seq, delivered, age) = match message.info() {
             Ok(info) => {
+                // Assumes the node's clock agrees with the server's to well within a deadline.
                 let age = async_nats::datetime::now() - info.published;
                 (info.stream_sequence, info.delivered.max(1) as u64, age.whole_nanoseconds().max(0) as u64)
             }
@@ -447,17 +499,25 @@ impl Fetch {
         if delivered > 1 {
             counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        let arrival = self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).arrive(seq);
+        let arrival = self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).arrive(seq, delivered);
+        let dead = self.lane.node.is_dead();
         match arrival {
             Arrival::Stale => {
+                // The held copy settles it; progress through this copy keeps the server from
+                // sending yet another while the held one waits.
                 counters.stale.fetch_add(1, Ordering::Relaxed);
+                if !dead && message.ack_with(AckKind::Progress).await.is_err() {
+                    counters.settle_failed.fetch_add(1, Ordering::Relaxed);
+                }
                 return;
             }
             Arrival::Done => {
                 counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                if !self.lane.node.is_dead() && message.ack().await.is_ok() {
-                    counters.acked.fetch_add(1, Ordering::Relaxed);
+                if dead {
+                    return;
                 }
+                let counter = if message.ack().await.is_ok() { &counters.reacked } else { &counters.settle_failed };
+                counter.fetch_add(1, Ordering::Relaxed);
                 return;
             }
             Arrival::New => {}
@@ -473,7 +533,7 @@ impl Fetch {
                 event.settle(AckKind::Term).await;
                 return;
             }
-            deadline = Some(Instant::now() + left);
+            deadline = Instant::now().checked_add(left);
         }
         let mut submission = Submission::new(&self.lane.route, self.lane.class, event);
         if let Some(deadline) = deadline {
@@ -530,7 +590,11 @@ impl<H: Handler<NatsEvent>> Handler<NatsEvent> for Acking<H> {
     }
 }
 
-/// Maps the engine's dead letters onto the server.
+/// How long the server waits before redelivering an event whose handler failed.
+const FAILED_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Maps the engine's dead letters onto the server (a nak on the last allowed delivery becomes
+/// a term, counted `exhausted`: see [`NatsEvent::settle`]).
 struct DeadLetters;
 
 impl veltrix_engine::DeadLetterSink<Routed<NatsEvent>> for DeadLetters {
@@ -549,10 +613,7 @@ impl veltrix_engine::DeadLetterSink<Routed<NatsEvent>> for DeadLetters {
                 event.lane.counters.shed.fetch_add(1, Ordering::Relaxed);
                 AckKind::Term
             }
-            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked if event.last_delivery() => event.exhaust(),
-            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked => {
-                AckKind::Nak(Some(Duration::from_millis(100)))
-            }
+            DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked => AckKind::Nak(Some(FAILED_RETRY_DELAY)),
             // Shutting down (or the receivers gone): another node should take it at once.
             _ => AckKind::Nak(None),
         };

@@ -8,13 +8,15 @@ use bytes::Bytes;
 use crate::config::{NodeConfig, NodeError, check_name};
 
 /// Creates the node's stream if it does not exist: subjects `<subject_prefix>.>`, file storage,
-/// a 2-minute duplicate window for `Nats-Msg-Id`. An existing stream is used as it is.
+/// a 2-minute duplicate window for `Nats-Msg-Id`. An existing stream is used as it is (its
+/// duplicate window is what makes retried publishes safe).
 ///
 /// # Errors
 ///
-/// [`NodeError::InvalidName`] for a bad stream name, [`NodeError::Nats`] if the server refuses.
+/// [`NodeError::InvalidName`] or [`NodeError::InvalidSetting`] for a bad config,
+/// [`NodeError::Nats`] if the server refuses.
 pub async fn ensure_stream(js: &jetstream::Context, config: &NodeConfig) -> Result<stream::Stream, NodeError> {
-    check_name("stream", &config.stream)?;
+    config.validate()?;
     js.get_or_create_stream(stream::Config {
         name: config.stream.clone(),
         subjects: vec![format!("{}.>", config.subject_prefix)],
@@ -30,8 +32,10 @@ pub async fn ensure_stream(js: &jetstream::Context, config: &NodeConfig) -> Resu
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PublishError {
+    /// The route or class name cannot be a subject token (no consumer would ever see it).
+    InvalidName(NodeError),
     /// Every attempt failed; the last error. The event may or may not be in the stream:
-    /// publishing it again with the same id is safe.
+    /// publishing it again with the same id is safe within the stream's duplicate window.
     Failed {
         /// Attempts made.
         attempts: u32,
@@ -44,6 +48,7 @@ impl std::fmt::Display for PublishError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PublishError::Failed { attempts, last } => write!(f, "publish failed after {attempts} attempts: {last}"),
+            PublishError::InvalidName(e) => e.fmt(f),
         }
     }
 }
@@ -52,6 +57,7 @@ impl std::error::Error for PublishError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PublishError::Failed { last, .. } => Some(last.as_ref()),
+            PublishError::InvalidName(e) => Some(e),
         }
     }
 }
@@ -92,8 +98,10 @@ impl Publisher {
     ///
     /// # Errors
     ///
+    /// [`PublishError::InvalidName`] for a route or class no node could consume;
     /// [`PublishError::Failed`] once every attempt failed.
     pub async fn publish(&self, route: &str, class: &str, id: &str, payload: Bytes) -> Result<Published, PublishError> {
+        check_name("route", route).and_then(|()| check_name("class", class)).map_err(PublishError::InvalidName)?;
         let subject = format!("{}.{route}.{class}", self.subject_prefix);
         let mut attempt = 0;
         loop {

@@ -182,6 +182,23 @@ async fn stream_settled(js: &jetstream::Context, config: &NodeConfig, classes: &
     stream.info().await.expect("stream info").state.messages
 }
 
+/// Records the most delivered-but-unacked events the server reports for one consumer.
+async fn watch_unacked(
+    js: jetstream::Context,
+    config: NodeConfig,
+    class: &str,
+    max: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let stream = js.get_stream(&config.stream).await.expect("stream");
+    let mut consumer: PullConsumer = stream.get_consumer(&config.durable(ROUTE, class)).await.expect("consumer");
+    loop {
+        if let Ok(info) = consumer.info().await {
+            max.fetch_max(info.num_ack_pending as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Every fetched delivery is accounted for exactly once by the node's counters, and the
 /// engine's ledger saw every submitted event to an end.
 fn check_ledger(name: &str, r: &NodeReport) {
@@ -235,9 +252,16 @@ async fn two_nodes_share_100k_events_over_four_classes_and_lose_none() {
             Node::builder(js, config.clone()).route(ROUTE, spec.clone(), rec.clone()).start().await.expect("node");
         nodes.push(node);
     }
+    // Meanwhile, watch how many events the server counts as delivered and unacked: the nodes
+    // hold at most their credit, so the rest of the backlog must still be in the stream.
+    let max_unacked = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let watcher = tokio::spawn(watch_unacked(js.clone(), config.clone(), "c3", max_unacked.clone()));
     let publisher = Publisher::new(js.clone(), &config);
     publish_all(&publisher, 0..N, |id| format!("c{}", id % 4)).await;
     wait_until("every event handled", Duration::from_secs(240), || rec.distinct() as u64 == N).await;
+    watcher.abort();
+    let max_pending = max_unacked.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(max_pending > 0, "the watcher saw the run");
     let mut reports = Vec::new();
     for node in nodes {
         reports.push(node.shutdown(Duration::from_secs(5)).await);
@@ -255,8 +279,11 @@ async fn two_nodes_share_100k_events_over_four_classes_and_lose_none() {
     }
     let handled: u64 = reports.iter().map(|r| r.engine.handled).sum();
     assert_eq!(handled, runs, "the engines' ledgers count every handler run");
-    let fresh_acks: u64 = reports.iter().map(|r| r.sum(|c| c.acked - c.duplicates)).sum();
-    assert_eq!(fresh_acks, runs, "every handler run was acked once");
+    let acks: u64 = reports.iter().map(|r| r.sum(|c| c.acked)).sum();
+    assert_eq!(acks, runs, "every handler run was acked once");
+    let credit = reports[0].classes[0].credit as u64;
+    println!("most unacked on one consumer during the run: {max_pending} (credit {credit} × 2 nodes)");
+    assert!(max_pending <= 2 * credit, "the backlog stayed in the stream: {max_pending} unacked > 2 × {credit}");
     js.delete_stream(&config.stream).await.expect("cleanup");
     drop(client);
 }
@@ -296,7 +323,11 @@ async fn a_killed_node_loses_nothing_the_other_gets_its_redeliveries() {
     );
     assert_eq!(rec.distinct() as u64, N, "lost events");
     assert!(held_at_kill > 0, "the victim held events when it died");
-    assert!(survived.sum(|c| c.redelivered) > 0, "the survivor received the victim's events again");
+    assert_eq!(killed.sum(|c| c.naked + c.termed), 0, "a crash settles nothing: {:#?}", killed.classes);
+    assert!(
+        survived.sum(|c| c.redelivered) >= held_at_kill as u64,
+        "the survivor received every event the victim held again"
+    );
     check_ledger("survivor", &survived);
     js.delete_stream(&config.stream).await.expect("cleanup");
     drop(client);
@@ -703,4 +734,67 @@ async fn bad_settings_are_typed_errors() {
     config.progress_every = Duration::from_secs(20);
     let err = start(config, "r", None).await.unwrap_err();
     assert!(matches!(err, veltrix_nats::NodeError::InvalidSetting { setting: "progress_every", .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redelivered_copies_of_held_events_are_recognised_not_run_twice() {
+    let Some(url) = nats_url() else { return };
+    const N: u64 = 60;
+    let (_client, js, mut config) = fresh(&url, "stale").await;
+    // One worker at 50 ms per event holds 3 s of work: without a service_rate the node accepts
+    // this credit, and the events at the back wait past the 1 s ack_wait.
+    config = config.ack_wait(Duration::from_secs(1));
+    let publisher = Publisher::new(js.clone(), &config);
+    publish_all(&publisher, 0..N, |_| "c0".to_string()).await;
+    let rec = Recorder::with_service(Duration::from_millis(50));
+    let spec = RouteSpec::new(four_classes(N as usize)).workers(1);
+    let node = Node::builder(js.clone(), config.clone()).route(ROUTE, spec, rec.clone()).start().await.expect("node");
+    wait_until("every event handled", Duration::from_secs(60), || rec.distinct() as u64 == N).await;
+    let stored = stream_settled(&js, &config, &["c0"]).await;
+    let report = node.shutdown(Duration::from_secs(5)).await;
+    table(&[("node", &report)]);
+    let c0 = &report.classes[0];
+    assert_eq!(stored, N);
+    assert!(c0.stale > 0, "the server redelivered events still queued here: {c0:?}");
+    assert_eq!(rec.total(), N, "and none ran twice: {c0:?}");
+    assert_eq!(c0.acked, N);
+    check_ledger("node", &report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_the_backlog_back_at_once_and_consumers_keep_their_settings() {
+    let Some(url) = nats_url() else { return };
+    const N: u64 = 400;
+    let (_client, js, config) = fresh(&url, "handback").await;
+    // ack_wait 30 s: if shutdown left events to it, the second node would wait that long.
+    let publisher = Publisher::new(js.clone(), &config);
+    publish_all(&publisher, 0..N, |id| format!("c{}", id % 4)).await;
+    let rec = Recorder::with_service(Duration::from_millis(5));
+    let spec = RouteSpec::new(four_classes(64)).workers(1);
+    let first =
+        Node::builder(js.clone(), config.clone()).route(ROUTE, spec.clone(), rec.clone()).start().await.expect("node");
+    wait_until("some handled", Duration::from_secs(30), || rec.distinct() >= 20).await;
+    let stopped = first.shutdown(Duration::ZERO).await;
+    let handed_back = stopped.sum(|c| c.naked);
+
+    let mismatched = config.clone().ack_wait(Duration::from_secs(5));
+    let err = Node::builder(js.clone(), mismatched).route(ROUTE, spec.clone(), rec.clone()).start().await.unwrap_err();
+    assert!(
+        matches!(&err, veltrix_nats::NodeError::ConsumerMismatch { setting: "ack_wait", .. }),
+        "an existing durable is not silently reused with other settings: {err}"
+    );
+
+    let t = tokio::time::Instant::now();
+    let second = Node::builder(js.clone(), config.clone()).route(ROUTE, spec, rec.clone()).start().await.expect("node");
+    wait_until("every event handled", Duration::from_secs(20), || rec.distinct() as u64 == N).await;
+    let took = t.elapsed();
+    let finished = second.shutdown(Duration::from_secs(5)).await;
+    stream_settled(&js, &config, &["c0", "c1", "c2", "c3"]).await;
+    table(&[("stopped", &stopped), ("second", &finished)]);
+    println!("handed back {handed_back}; the second node finished the rest in {took:?}");
+    assert!(handed_back > 0, "the first node held events at shutdown and nak'ed them: {:#?}", stopped.classes);
+    assert!(took < config.ack_wait, "nothing waited for ack_wait ({took:?})");
+    assert_eq!(rec.distinct() as u64, N, "lost events");
+    check_ledger("stopped", &stopped);
+    check_ledger("second", &finished);
 }
