@@ -300,7 +300,8 @@ mod tests {
             c.subject_prefix = prefix.into();
             assert!(matches!(c.validate(), Err(NodeError::InvalidName { what: "subject_prefix", .. })), "{prefix}");
         }
-        let cases: [(&str, fn(&mut NodeConfig)); 6] = [
+        type Break = fn(&mut NodeConfig);
+        let cases: [(&str, Break); 6] = [
             ("ack_wait", |c| c.ack_wait = Duration::ZERO),
             ("fetch_wait", |c| c.fetch_wait = Duration::from_secs(61)),
             ("progress_every", |c| c.progress_every = c.ack_wait),
