@@ -128,15 +128,14 @@ impl NatsEvent {
         }
         counter.fetch_add(1, Ordering::Relaxed);
         if matches!(kind, AckKind::Ack | AckKind::Term) {
-            self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).done(self.stream_sequence);
+            self.lane.seen().done(self.stream_sequence);
         }
     }
 
     /// Whether the server will not deliver it again: this delivery, or a stale copy of it seen
     /// since, reached `max_deliver`.
     fn last_delivery(&self) -> bool {
-        let seen =
-            self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).delivered(self.stream_sequence);
+        let seen = self.lane.seen().delivered(self.stream_sequence);
         self.lane.max_deliver > 0 && self.delivered.max(seen) >= self.lane.max_deliver as u64
     }
 
@@ -147,13 +146,11 @@ impl NatsEvent {
             ShedAction::Term => AckKind::Term,
         }
     }
-}
 
-impl NatsEvent {
     /// This node no longer holds it (once).
     fn release(&self) {
         if !self.released.swap(true, Ordering::AcqRel) {
-            self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).release(self.stream_sequence);
+            self.lane.seen().release(self.stream_sequence);
         }
     }
 }
@@ -210,6 +207,13 @@ pub(crate) struct Lane {
     pub(crate) node: Arc<NodeShared>,
     pub(crate) counters: Counters,
     pub(crate) seen: Mutex<Seen>,
+}
+
+impl Lane {
+    /// The held and settled sequences (poison ignored: every update leaves them consistent).
+    pub(crate) fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Stream sequences this lane holds now (with the highest delivery count the server has

@@ -244,7 +244,7 @@ impl Node {
                 "flush at shutdown timed out (server unreachable?): unsettled events will be redelivered"
             ),
         }
-        NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
+        self.final_report(engine)
     }
 
     /// Simulates a crash: from now on nothing is acked, nak'ed or termed; fetching stops and
@@ -257,6 +257,10 @@ impl Node {
             f.abort();
         }
         let engine = self.engine.shutdown(Duration::ZERO).await;
+        self.final_report(engine)
+    }
+
+    fn final_report(&self, engine: ShutdownReport) -> NodeReport {
         NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
     }
 }
@@ -499,7 +503,7 @@ impl Fetch {
         if delivered > 1 {
             counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
-        let arrival = self.lane.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).arrive(seq, delivered);
+        let arrival = self.lane.seen().arrive(seq, delivered);
         let dead = self.lane.node.is_dead();
         match arrival {
             Arrival::Stale => {
@@ -604,14 +608,13 @@ impl veltrix_engine::DeadLetterSink<Routed<NatsEvent>> for DeadLetters {
             return;
         }
         let kind = match letter.reason {
-            DeadLetterReason::Shed | DeadLetterReason::Codel => {
+            DeadLetterReason::Shed | DeadLetterReason::Codel | DeadLetterReason::Expired => {
                 event.lane.counters.shed.fetch_add(1, Ordering::Relaxed);
-                event.shed_action()
-            }
-            // Past its deadline: no redelivery can meet it.
-            DeadLetterReason::Expired => {
-                event.lane.counters.shed.fetch_add(1, Ordering::Relaxed);
-                AckKind::Term
+                match letter.reason {
+                    // Past its deadline: no redelivery can meet it.
+                    DeadLetterReason::Expired => AckKind::Term,
+                    _ => event.shed_action(),
+                }
             }
             DeadLetterReason::HandlerFailed | DeadLetterReason::Panicked => AckKind::Nak(Some(FAILED_RETRY_DELAY)),
             // Shutting down (or the receivers gone): another node should take it at once.
