@@ -72,11 +72,72 @@ pub enum Pop<E, T = tokio::time::Instant> {
     Dead(DeadLetter<E, T>),
 }
 
+/// A queued event with its times, as the queues (the core's and the channel's rings) hold it.
 #[derive(Debug)]
-struct Entry<E, T> {
-    event: E,
+pub(crate) struct Entry<E, T> {
+    pub(crate) event: E,
+    pub(crate) enqueued_at: T,
+    pub(crate) deadline: Option<T>,
+}
+
+impl<E, T: Timestamp> Entry<E, T> {
+    /// An event committed at `now`: its deadline is `deadline`, else `now + class_deadline`.
+    pub(crate) fn new(event: E, deadline: Option<T>, class_deadline: Option<Duration>, now: T) -> Entry<E, T> {
+        Entry { event, enqueued_at: now, deadline: deadline.or_else(|| class_deadline.map(|d| now.after(d))) }
+    }
+
+    pub(crate) fn deliver(self, class: ClassId) -> Delivery<E, T> {
+        Delivery { event: self.event, class, enqueued_at: self.enqueued_at, deadline: self.deadline }
+    }
+
+    pub(crate) fn dead(self, class: ClassId, reason: DeadLetterReason) -> DeadLetter<E, T> {
+        DeadLetter { event: self.event, class, reason, enqueued_at: self.enqueued_at }
+    }
+}
+
+/// What admission does with an offer to a class, the one rule the core and the channel share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Take a slot.
+    Admit,
+    /// Shed the class's oldest queued event (if any) to make room, then take a slot; `Full` if
+    /// there is nothing to shed and no room.
+    ShedThenAdmit,
+    /// Refuse with this error.
+    Refuse(ReserveError),
+}
+
+/// Admission in criticality order: `admissible` is "neither the class nor any more critical
+/// class is full"; when it is false the class's overload policy decides.
+pub(crate) fn admission(closed: bool, admissible: bool, policy: OverloadPolicy) -> Admission {
+    if closed {
+        return Admission::Refuse(ReserveError::Closed);
+    }
+    if admissible {
+        return Admission::Admit;
+    }
+    match policy {
+        OverloadPolicy::Backpressure => Admission::Refuse(ReserveError::Full),
+        OverloadPolicy::Reject => Admission::Refuse(ReserveError::Rejected),
+        OverloadPolicy::ShedOldest => Admission::ShedThenAdmit,
+    }
+}
+
+/// The dequeue rule, shared by the core and the channel: a head event past its deadline expires;
+/// otherwise CoDel (if configured) judges its sojourn; `None` means deliver it.
+pub(crate) fn dequeue_verdict<T: Timestamp>(
     enqueued_at: T,
     deadline: Option<T>,
+    codel: Option<&mut CodelState<T>>,
+    now: T,
+) -> Option<DeadLetterReason> {
+    if deadline.is_some_and(|d| d <= now) {
+        Some(DeadLetterReason::Expired)
+    } else if codel.is_some_and(|codel| codel.should_shed(now.since(enqueued_at), now)) {
+        Some(DeadLetterReason::Codel)
+    } else {
+        None
+    }
 }
 
 #[derive(Debug)]
@@ -181,38 +242,29 @@ impl<E, T: Timestamp> Core<E, T> {
     ///
     /// If `class` is not configured.
     pub fn try_reserve(&mut self, class: ClassId) -> Result<Option<DeadLetter<E, T>>, ReserveError> {
-        let admissible = self.admissible(class);
-        let closed = self.closed;
+        let decision = admission(self.closed, self.admissible(class), self.class_mut(class).policy);
         let k = class.index();
-        let c = self.class_mut(class);
-        if closed {
-            c.stats.offered += 1;
-            c.stats.rejected_closed += 1;
-            return Err(ReserveError::Closed);
-        }
+        let c = &mut self.classes[k];
         let mut shed = None;
-        if !admissible {
-            match c.policy {
-                OverloadPolicy::Backpressure => return Err(ReserveError::Full),
-                OverloadPolicy::Reject => {
-                    c.stats.offered += 1;
-                    c.stats.rejected_policy += 1;
-                    return Err(ReserveError::Rejected);
+        match decision {
+            Admission::Admit => {}
+            Admission::Refuse(ReserveError::Full) => return Err(ReserveError::Full),
+            Admission::Refuse(e) => {
+                c.stats.offered += 1;
+                match e {
+                    ReserveError::Closed => c.stats.rejected_closed += 1,
+                    _ => c.stats.rejected_policy += 1,
                 }
-                OverloadPolicy::ShedOldest => {
-                    if let Some(old) = c.queue.pop_front() {
-                        c.stats.count_dead(DeadLetterReason::Shed);
-                        shed = Some(DeadLetter {
-                            event: old.event,
-                            class,
-                            reason: DeadLetterReason::Shed,
-                            enqueued_at: old.enqueued_at,
-                        });
-                    }
-                    if c.is_full() {
-                        // Every slot is held by a reservation: nothing to shed.
-                        return Err(ReserveError::Full);
-                    }
+                return Err(e);
+            }
+            Admission::ShedThenAdmit => {
+                if let Some(old) = c.queue.pop_front() {
+                    c.stats.count_dead(DeadLetterReason::Shed);
+                    shed = Some(old.dead(class, DeadLetterReason::Shed));
+                }
+                if c.is_full() {
+                    // Every slot is held by a reservation: nothing to shed.
+                    return Err(ReserveError::Full);
                 }
             }
         }
@@ -258,12 +310,12 @@ impl<E, T: Timestamp> Core<E, T> {
         let c = &mut self.classes[class.index()];
         c.stats.offered += 1;
         c.stats.accepted += 1;
+        let entry = Entry::new(event, deadline, c.deadline, now);
         let out = if abandoned {
             c.stats.count_dead(DeadLetterReason::Closed);
-            Some(DeadLetter { event, class, reason: DeadLetterReason::Closed, enqueued_at: now })
+            Some(entry.dead(class, DeadLetterReason::Closed))
         } else {
-            let deadline = deadline.or_else(|| c.deadline.map(|d| now.after(d)));
-            c.queue.push_back(Entry { event, enqueued_at: now, deadline });
+            c.queue.push_back(entry);
             None
         };
         self.update_masks(class.index());
@@ -301,28 +353,15 @@ impl<E, T: Timestamp> Core<E, T> {
         let class = ClassId::new(k);
         let c = &mut self.classes[k];
         let head = c.queue.pop_front().expect("scheduler picked an empty class");
-        let sojourn = now.since(head.enqueued_at);
-        let reason = if head.deadline.is_some_and(|d| d <= now) {
-            Some(DeadLetterReason::Expired)
-        } else if c.codel.as_mut().is_some_and(|codel| codel.should_shed(sojourn, now)) {
-            Some(DeadLetterReason::Codel)
-        } else {
-            None
-        };
-        let out = match reason {
+        let out = match dequeue_verdict(head.enqueued_at, head.deadline, c.codel.as_mut(), now) {
             Some(reason) => {
                 c.stats.count_dead(reason);
-                Pop::Dead(DeadLetter { event: head.event, class, reason, enqueued_at: head.enqueued_at })
+                Pop::Dead(head.dead(class, reason))
             }
             None => {
                 c.stats.delivered += 1;
                 self.sched.served(k);
-                Pop::Deliver(Delivery {
-                    event: head.event,
-                    class,
-                    enqueued_at: head.enqueued_at,
-                    deadline: head.deadline,
-                })
+                Pop::Deliver(head.deliver(class))
             }
         };
         self.update_masks(k);
@@ -350,7 +389,7 @@ impl<E, T: Timestamp> Core<E, T> {
         let head = c.queue.pop_front()?;
         c.stats.count_dead(reason);
         self.update_masks(k);
-        Some(DeadLetter { event: head.event, class: ClassId::new(k), reason, enqueued_at: head.enqueued_at })
+        Some(head.dead(ClassId::new(k), reason))
     }
 
     /// Records how a delivered event of `class` ended, and how many retries it took.

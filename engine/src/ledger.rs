@@ -13,7 +13,8 @@ pub enum DeadLetterReason {
     Shed,
     /// Dropped at dequeue by CoDel: it waited more than twice the target while the class was overloaded.
     Codel,
-    /// Its deadline passed before it was dequeued; no handler ran.
+    /// Its deadline passed before a handler could start on it: at dequeue, or (engine) while it
+    /// waited behind other events its worker had taken; no handler ran.
     Expired,
     /// Every receiver was gone, so nothing could ever take it.
     Closed,
@@ -79,7 +80,8 @@ pub struct ClassStats {
     pub dead_shed: u64,
     /// Dead-lettered with reason [`Codel`](DeadLetterReason::Codel).
     pub dead_codel: u64,
-    /// Dead-lettered with reason [`Expired`](DeadLetterReason::Expired).
+    /// Dead-lettered with reason [`Expired`](DeadLetterReason::Expired) at dequeue: never
+    /// delivered.
     pub dead_expired: u64,
     /// Dead-lettered with reason [`Closed`](DeadLetterReason::Closed).
     pub dead_closed: u64,
@@ -93,6 +95,9 @@ pub struct ClassStats {
     /// Dead-lettered with reason [`Shutdown`](DeadLetterReason::Shutdown) while in flight: its
     /// handler was stopped at the drain deadline (or its worker was dropped).
     pub dead_shutdown_in_flight: u64,
+    /// Dead-lettered with reason [`Expired`](DeadLetterReason::Expired) after delivery: its
+    /// deadline passed before its worker could start the first attempt (no handler ran).
+    pub dead_expired_in_flight: u64,
     /// Delivered events whose handler completed successfully.
     pub handled: u64,
     /// Handler attempts after the first (retries).
@@ -122,7 +127,7 @@ impl ClassStats {
         match reason {
             DeadLetterReason::Shed => self.dead_shed,
             DeadLetterReason::Codel => self.dead_codel,
-            DeadLetterReason::Expired => self.dead_expired,
+            DeadLetterReason::Expired => self.dead_expired + self.dead_expired_in_flight,
             DeadLetterReason::Closed => self.dead_closed,
             DeadLetterReason::HandlerFailed => self.dead_handler_failed,
             DeadLetterReason::Panicked => self.dead_panicked,
@@ -132,7 +137,7 @@ impl ClassStats {
 
     /// Dead letters after delivery (the handler's outcome, or shutdown while in flight).
     fn completed_dead(&self) -> u64 {
-        self.dead_handler_failed + self.dead_panicked + self.dead_shutdown_in_flight
+        self.dead_handler_failed + self.dead_panicked + self.dead_shutdown_in_flight + self.dead_expired_in_flight
     }
 
     /// Delivered events whose completion has not been reported yet.
@@ -176,6 +181,7 @@ impl ClassStats {
             Completion::DeadLettered(DeadLetterReason::HandlerFailed) => self.dead_handler_failed += 1,
             Completion::DeadLettered(DeadLetterReason::Panicked) => self.dead_panicked += 1,
             Completion::DeadLettered(DeadLetterReason::Shutdown) => self.dead_shutdown_in_flight += 1,
+            Completion::DeadLettered(DeadLetterReason::Expired) => self.dead_expired_in_flight += 1,
             Completion::DeadLettered(reason) => panic!("{reason} happens before delivery, not as a completion"),
         }
     }
@@ -227,6 +233,7 @@ impl std::ops::AddAssign<&ClassStats> for ClassStats {
         self.dead_panicked += c.dead_panicked;
         self.dead_shutdown += c.dead_shutdown;
         self.dead_shutdown_in_flight += c.dead_shutdown_in_flight;
+        self.dead_expired_in_flight += c.dead_expired_in_flight;
         self.handled += c.handled;
         self.retries += c.retries;
         self.queued += c.queued;
@@ -240,7 +247,8 @@ impl std::ops::AddAssign<&ClassStats> for ClassStats {
 pub enum Completion {
     /// Handled successfully.
     Handled,
-    /// Dead-lettered after delivery: `HandlerFailed`, `Panicked` or `Shutdown`.
+    /// Dead-lettered after delivery: `HandlerFailed`, `Panicked`, `Shutdown`, or `Expired` (the
+    /// deadline passed before the first attempt could start).
     DeadLettered(DeadLetterReason),
 }
 

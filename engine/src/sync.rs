@@ -1,18 +1,71 @@
-//! The synchronization shim: `std` normally, loom under `--cfg veltrix_loom`. Every lock, shared
-//! pointer and blocking wait of the concurrent layer goes through here, so the loom models in
-//! `veltrix-verify` explore exactly the code that ships.
+//! The synchronization shim: `std` normally, loom under `--cfg veltrix_loom`. Every atomic,
+//! lock, shared pointer, cell and blocking wait of the concurrent layer goes through here, so the
+//! loom models in `veltrix-verify` explore exactly the code that ships.
 
 #[cfg(veltrix_loom)]
-pub(crate) use loom::sync::{Arc, Mutex, MutexGuard, atomic::AtomicBool};
+pub(crate) use loom::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize},
+};
 #[cfg(not(veltrix_loom))]
-pub(crate) use std::sync::{Arc, Mutex, MutexGuard, atomic::AtomicBool};
+pub(crate) use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize},
+};
 
 use std::future::Future;
 
-/// Locks, ignoring poison: the state is only mutated through the core's methods, which leave it
-/// consistent before anything that could panic (the dead-letter sink runs outside the lock).
+/// Locks, ignoring poison: the state is only mutated through methods that leave it consistent
+/// before anything that could panic (user code — sinks, handlers — runs outside every lock).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Tells the scheduler this thread waits for another one that is a few instructions away from
+/// publishing (a slot being written). Under loom a yield, so the model lets the other thread run.
+pub(crate) fn spin_wait() {
+    #[cfg(veltrix_loom)]
+    loom::thread::yield_now();
+    #[cfg(not(veltrix_loom))]
+    std::thread::yield_now();
+}
+
+/// `UnsafeCell` with loom's closure API, so loom checks every access to a ring slot.
+#[cfg(veltrix_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// `UnsafeCell` with loom's closure API, so loom checks every access to a ring slot.
+#[cfg(not(veltrix_loom))]
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(veltrix_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(value: T) -> UnsafeCell<T> {
+        UnsafeCell(std::cell::UnsafeCell::new(value))
+    }
+
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+/// Keeps a value on its own cache line (128 bytes: two lines on x86, whose adjacent-line
+/// prefetcher would otherwise pair them), so producer-written and consumer-written words do not
+/// share one.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct CachePadded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CachePadded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// Runs a future to completion on the current thread (the blocking API).

@@ -296,3 +296,65 @@ fn shutdown_races_submissions_and_completions_and_loses_nothing() {
         assert_eq!((s.queued, s.in_flight()), (0, 0));
     });
 }
+
+/// Two producers race for the only slot of class 1 while the consumer drains the full class 0
+/// that blocks it (admission in criticality order): at most one wins, a loser gets its event
+/// back as `Full`, nothing is lost, and the published full bits end exact (`check_invariants`).
+#[test]
+fn two_producers_race_for_the_last_slot_while_a_more_critical_class_drains() {
+    loom::model(|| {
+        let (tx, rx, _dead) = chan(&[(1, BP), (1, BP)]);
+        tx.try_send(ev(1), C0).unwrap();
+        let tx2 = tx.clone();
+        let a = thread::spawn(move || tx.try_send(ev(3), C1).map_err(|e| e.into_inner().id));
+        let b = thread::spawn(move || tx2.try_send(ev(4), C1).map_err(|e| e.into_inner().id));
+        let first = rx.try_recv().unwrap();
+        assert_eq!((first.event.id, first.class), (1, C0));
+        let (ra, rb) = (a.join().unwrap(), b.join().unwrap());
+        let refused: Vec<u32> = [ra, rb].into_iter().filter_map(Result::err).collect();
+        assert!(!refused.is_empty(), "one slot, two producers: {ra:?} {rb:?}");
+        let got = drain(&rx);
+        assert_eq!(got.len() + refused.len(), 2, "each event delivered or handed back");
+        assert!(got.iter().all(|(id, c)| *c == C1 && !refused.contains(id)));
+        let s = *rx.stats().class(C1);
+        assert_eq!((s.accepted, s.rejected_full), (got.len() as u64, refused.len() as u64));
+        rx.check_invariants();
+    });
+}
+
+/// A receiver that found the channel empty and went to sleep is woken by a send from another
+/// thread, whatever the interleaving (the receivers' handshake: `rx_waiting` and an RMW on
+/// the class's tail).
+#[test]
+fn sleeping_receiver_is_woken_by_a_send() {
+    loom::model(|| {
+        let (tx, rx, _dead) = chan(&[(1, BP), (1, BP)]);
+        let p = thread::spawn(move || {
+            tx.try_send(ev(5), C1).unwrap();
+        });
+        let d = block_on(rx.recv()).expect("an event, then the end");
+        assert_eq!(d.event.id, 5);
+        p.join().unwrap();
+        assert!(block_on(rx.recv()).is_none(), "sender gone: the end");
+    });
+}
+
+/// One slot, two laps: the producer reuses the slot the consumer just emptied (the release
+/// and the head cache must order the consumer's read before the producer's overwrite).
+#[test]
+fn a_slot_is_reused_only_after_the_consumer_took_it() {
+    loom::model(|| {
+        let (tx, rx, _dead) = chan(&[(1, BP)]);
+        let p = thread::spawn(move || {
+            for id in [1, 2] {
+                block_on(tx.send(ev(id), C0)).map_err(|_| "closed").unwrap();
+            }
+        });
+        let mut got = Vec::new();
+        while let Some(d) = block_on(rx.recv()) {
+            got.push(d.event.id);
+        }
+        p.join().unwrap();
+        assert_eq!(got, [1, 2]);
+    });
+}

@@ -1,20 +1,29 @@
-//! The concurrent channel over the [policy core](crate::core): cloneable senders and receivers,
-//! one mutex around the core and its wait lists, wakeups without allocation.
+//! The concurrent channel over the policy decisions of [`core`](crate::core): cloneable
+//! senders and receivers, per-class lock-free rings on the producer side, the scheduler on the
+//! consumer side, wake-ups without allocation. [`shared`] documents the protocol and what "full"
+//! means when producers race; [`ring`] holds the crate's only `unsafe`.
 
+mod consumer;
+pub(crate) mod ring;
+mod shared;
 pub(crate) mod waiters;
 
 use std::fmt;
 use std::future::poll_fn;
+use std::sync::atomic::Ordering::{AcqRel, Relaxed};
 use std::task::{Context, Poll};
 
 use tokio::time::Instant;
 
 use crate::config::{ClassId, Config};
-use crate::core::{Core, DeadLetter, Delivery, Pop};
+use crate::core::{DeadLetter, Delivery};
 use crate::error::{ReserveError, SendError, TryRecvError, TrySendError};
 use crate::ledger::{Completion, DeadLetterReason, Stats};
-use crate::sync::{Arc, Mutex, MutexGuard, block_on, lock};
-use waiters::{Ticket, Waiters};
+use crate::sync::{Arc, block_on};
+use ring::Take;
+pub(crate) use shared::Completed;
+use shared::Shared;
+use waiters::Ticket;
 
 /// Where dead letters go. Called outside the channel's lock, on the thread whose operation
 /// produced the dead letter: a sender for `Shed`, and for `Closed` when it commits after every
@@ -65,203 +74,8 @@ pub fn channel_with_sink<E: Send + 'static>(
 }
 
 fn build<E: Send + 'static>(config: &Config, sink: Option<Box<dyn DeadLetterSink<E>>>) -> (Sender<E>, Receiver<E>) {
-    let classes = config.len();
-    let state = State {
-        core: Core::new(config),
-        waiters: Waiters::new(classes + 1),
-        senders: 1,
-        receivers: 1,
-        recv_list: classes,
-    };
-    let shared = Arc::new(Shared { state: Mutex::new(state), sink });
+    let shared = Arc::new(Shared::new(config, sink));
     (Sender { shared: shared.clone() }, Receiver { shared })
-}
-
-struct Shared<E> {
-    state: Mutex<State<E>>,
-    sink: Option<Box<dyn DeadLetterSink<E>>>,
-}
-
-struct State<E> {
-    core: Core<E, Instant>,
-    /// Lists `0..classes` hold senders blocked on that class; list `recv_list` holds receivers.
-    waiters: Waiters,
-    senders: usize,
-    receivers: usize,
-    recv_list: usize,
-}
-
-impl<E> State<E> {
-    /// After class `k` lost an event or a reservation: wake one blocked sender of `k` and of each
-    /// less critical class whose offer can now make progress (admission is in criticality order,
-    /// so a slot freed in `k` may unblock them all). A woken sender that succeeds chains this.
-    fn kick_senders(&mut self, k: usize) {
-        if !self.waiters.any() {
-            return;
-        }
-        for j in k..self.recv_list {
-            let class = ClassId::new(j);
-            if self.waiters.has_waiters(j) && !self.core.would_wait(class) {
-                self.waiters.notify_one(j);
-            }
-        }
-    }
-
-    /// After an event was queued or taken: wake one receiver if there is something for it.
-    fn kick_receivers(&mut self) {
-        if self.waiters.has_waiters(self.recv_list) && (self.core.has_queued() || self.core.is_drained()) {
-            self.waiters.notify_one(self.recv_list);
-        }
-    }
-
-    /// Passes on a wakeup that a dropped or failed future did not use.
-    fn forward(&mut self, list: Option<usize>) {
-        match list {
-            Some(l) if l == self.recv_list => self.kick_receivers(),
-            Some(k) => self.kick_senders(k),
-            None => {}
-        }
-    }
-}
-
-impl<E> Shared<E> {
-    fn lock(&self) -> MutexGuard<'_, State<E>> {
-        lock(&self.state)
-    }
-
-    fn dead_letter(&self, letter: Option<DeadLetter<E>>) {
-        let Some(letter) = letter else { return };
-        match &self.sink {
-            Some(sink) => sink.dead_letter(letter),
-            None => {
-                tracing::debug!(class = letter.class.index(), reason = %letter.reason, "dead letter dropped: no sink configured")
-            }
-        }
-    }
-
-    /// Reserves a slot, then runs `fill` under the same lock (a commit, or nothing for a permit);
-    /// registers `ticket` if the class is full and `cx` is given. Returns the event the
-    /// reservation shed, if any, for the caller to hand to the sink once its own state is safe
-    /// (a permit must exist first, so a panicking sink cannot leak the reservation).
-    fn poll_reserve(
-        &self,
-        cx: Option<&mut Context<'_>>,
-        class: ClassId,
-        ticket: &mut Ticket,
-        fill: impl FnOnce(&mut State<E>) -> Option<DeadLetter<E>>,
-    ) -> Poll<Result<Option<DeadLetter<E>>, ReserveError>> {
-        let mut st = self.lock();
-        match st.core.try_reserve(class) {
-            Ok(shed) => {
-                st.waiters.release(ticket);
-                let closed = fill(&mut st);
-                st.kick_senders(class.index());
-                drop(st);
-                self.dead_letter(closed);
-                Poll::Ready(Ok(shed))
-            }
-            Err(ReserveError::Full) => match cx {
-                Some(cx) => {
-                    st.waiters.wait(ticket, class.index(), cx.waker());
-                    Poll::Pending
-                }
-                None => {
-                    st.core.refuse_full(class);
-                    Poll::Ready(Err(ReserveError::Full))
-                }
-            },
-            Err(e) => {
-                let unused = st.waiters.release(ticket);
-                st.forward(unused);
-                Poll::Ready(Err(e))
-            }
-        }
-    }
-
-    /// Commits under the lock; `now` is read before taking it, to keep the critical section short.
-    fn commit(
-        &self,
-        st: &mut State<E>,
-        class: ClassId,
-        event: E,
-        deadline: Option<Instant>,
-        now: Instant,
-    ) -> Option<DeadLetter<E>> {
-        let closed = st.core.commit(class, event, deadline, now);
-        st.kick_receivers();
-        closed
-    }
-
-    /// Pops up to `limit` deliveries into `out` (dead letters at the head go to the sink);
-    /// registers `ticket` if there is nothing and `cx` is given.
-    fn poll_pop(
-        &self,
-        cx: Option<&mut Context<'_>>,
-        ticket: &mut Ticket,
-        limit: usize,
-        mut out: impl FnMut(Delivery<E>),
-    ) -> Poll<usize> {
-        let now = Instant::now();
-        let mut st = self.lock();
-        let mut got = 0;
-        while got < limit {
-            match st.core.pop(now) {
-                Some(Pop::Deliver(d)) => {
-                    st.kick_senders(d.class.index());
-                    out(d);
-                    got += 1;
-                }
-                Some(Pop::Dead(dead)) => {
-                    st.kick_senders(dead.class.index());
-                    drop(st);
-                    self.dead_letter(Some(dead));
-                    st = self.lock();
-                }
-                None => break,
-            }
-        }
-        if got > 0 || st.core.is_drained() {
-            st.waiters.release(ticket);
-            st.kick_receivers();
-            return Poll::Ready(got);
-        }
-        if let Some(cx) = cx {
-            let list = st.recv_list;
-            st.waiters.wait(ticket, list, cx.waker());
-        }
-        Poll::Pending
-    }
-
-    /// Fills a reservation and hands a `Closed` dead letter to the sink if the receivers are gone.
-    fn fill(&self, class: ClassId, event: E, deadline: Option<Instant>) {
-        let closed = {
-            let now = Instant::now();
-            let mut st = self.lock();
-            let closed = self.commit(&mut st, class, event, deadline, now);
-            // A shedding class whose every slot was reserved can shed again now that one is
-            // filled. (The send paths commit inside `poll_reserve`, which kicks once itself.)
-            st.kick_senders(class.index());
-            closed
-        };
-        self.dead_letter(closed);
-    }
-
-    /// Gives an unused reservation back.
-    fn unreserve(&self, class: ClassId) {
-        let mut st = self.lock();
-        st.core.cancel(class);
-        st.kick_senders(class.index());
-        st.kick_receivers();
-    }
-
-    /// A future dropped before completion gives its slot back (and any unused wakeup).
-    fn cancel_wait(&self, ticket: &mut Ticket) {
-        if ticket.is_registered() {
-            let mut st = self.lock();
-            let unused = st.waiters.release(ticket);
-            st.forward(unused);
-        }
-    }
 }
 
 /// Releases a waiting future's ticket when the future is dropped (cancel safety).
@@ -273,6 +87,23 @@ struct WaitGuard<'a, E> {
 impl<E> Drop for WaitGuard<'_, E> {
     fn drop(&mut self) {
         self.shared.cancel_wait(&mut self.ticket);
+    }
+}
+
+/// How often the blocking API retries before it parks the thread: the other side of a busy
+/// channel usually answers within a microsecond, far sooner than a futex round trip.
+#[cfg(not(veltrix_loom))]
+const BLOCKING_TRIES: u32 = 16;
+
+/// Backs off between blocking retries: spins, then yields the CPU.
+#[cfg(not(veltrix_loom))]
+fn backoff(attempt: u32) {
+    if attempt < 6 {
+        for _ in 0..1u32 << attempt {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
     }
 }
 
@@ -290,19 +121,15 @@ impl<E> fmt::Debug for Sender<E> {
 
 impl<E> Clone for Sender<E> {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.senders.fetch_add(1, Relaxed);
         Sender { shared: self.shared.clone() }
     }
 }
 
 impl<E> Drop for Sender<E> {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.senders -= 1;
-        if st.senders == 0 {
-            st.core.close();
-            let list = st.recv_list;
-            st.waiters.notify_all(list);
+        if self.shared.senders.fetch_sub(1, AcqRel) == 1 {
+            self.shared.close();
         }
     }
 }
@@ -323,23 +150,21 @@ impl<E> fmt::Debug for Permit<'_, E> {
 impl<E> Permit<'_, E> {
     /// Sends into the reserved slot with the class's default deadline.
     pub fn send(self, event: E) {
-        std::mem::ManuallyDrop::new(self).fill(event, None);
+        let p = std::mem::ManuallyDrop::new(self);
+        p.shared.fill(p.class.index(), event, None);
     }
 
     /// Sends into the reserved slot with an explicit deadline: if it is still queued at
     /// `deadline`, it goes to the dead letter (`Expired`) and no receiver sees it.
     pub fn send_with_deadline(self, event: E, deadline: Instant) {
-        std::mem::ManuallyDrop::new(self).fill(event, Some(deadline));
-    }
-
-    fn fill(&self, event: E, deadline: Option<Instant>) {
-        self.shared.fill(self.class, event, deadline);
+        let p = std::mem::ManuallyDrop::new(self);
+        p.shared.fill(p.class.index(), event, Some(deadline));
     }
 }
 
 impl<E> Drop for Permit<'_, E> {
     fn drop(&mut self) {
-        self.shared.unreserve(self.class);
+        self.shared.unreserve(self.class.index());
     }
 }
 
@@ -365,14 +190,14 @@ impl<E> OwnedPermit<E> {
     /// Sends into the reserved slot, with the class's default deadline or `deadline`.
     pub fn send(mut self, event: E, deadline: Option<Instant>) {
         let shared = self.shared.take().expect("a permit is filled once");
-        shared.fill(self.class, event, deadline);
+        shared.fill(self.class.index(), event, deadline);
     }
 }
 
 impl<E> Drop for OwnedPermit<E> {
     fn drop(&mut self) {
         if let Some(shared) = self.shared.take() {
-            shared.unreserve(self.class);
+            shared.unreserve(self.class.index());
         }
     }
 }
@@ -446,24 +271,17 @@ impl<E> Sender<E> {
         class: ClassId,
         deadline: Option<Instant>,
     ) -> Result<(), SendError<E>> {
-        // Reserve and commit under one lock acquisition: no permit round trip.
+        let k = self.shared.index(class);
         let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
-        let mut event = Some(event);
-        let shared = &*self.shared;
-        let result = poll_fn(|cx| {
-            let now = Instant::now();
-            shared.poll_reserve(Some(cx), class, &mut guard.ticket, |st| {
-                shared.commit(st, class, event.take().expect("committed once"), deadline, now)
-            })
-        })
-        .await;
-        match result {
-            Ok(shed) => {
-                shared.dead_letter(shed);
+        let taken = poll_fn(|cx| guard.shared.poll_offer(Some(cx), k, Take::Position, &mut guard.ticket)).await;
+        match taken {
+            Ok((pos, shed)) => {
+                self.shared.write(k, pos, event, deadline);
+                self.shared.dead_letter(shed);
                 Ok(())
             }
-            Err(ReserveError::Closed) => Err(SendError::Closed(event.take().expect("not sent"))),
-            Err(_) => Err(SendError::Rejected(event.take().expect("not sent"))),
+            Err(ReserveError::Closed) => Err(SendError::Closed(event)),
+            Err(_) => Err(SendError::Rejected(event)),
         }
     }
 
@@ -496,22 +314,20 @@ impl<E> Sender<E> {
         class: ClassId,
         deadline: Option<Instant>,
     ) -> Result<(), TrySendError<E>> {
-        let mut ticket = Ticket::default();
-        let mut event = Some(event);
-        let shared = &self.shared;
-        let now = Instant::now();
-        let fill = |st: &mut State<E>| shared.commit(st, class, event.take().expect("filled once"), deadline, now);
-        match shared.poll_reserve(None, class, &mut ticket, fill) {
-            Poll::Ready(Ok(shed)) => {
-                shared.dead_letter(shed);
+        let k = self.shared.index(class);
+        match self.shared.poll_offer(None, k, Take::Position, &mut Ticket::default()) {
+            Poll::Ready(Ok((pos, shed))) => {
+                self.shared.write(k, pos, event, deadline);
+                self.shared.dead_letter(shed);
                 Ok(())
             }
-            Poll::Ready(Err(e)) => Err(e.with(event.take().expect("not sent"))),
+            Poll::Ready(Err(e)) => Err(e.with(event)),
             Poll::Pending => unreachable!("no context, no wait"),
         }
     }
 
-    /// Blocking [`Sender::send`], for threads outside an async runtime.
+    /// Blocking [`Sender::send`], for threads outside an async runtime. It retries briefly
+    /// before parking the thread.
     ///
     /// # Errors
     ///
@@ -523,6 +339,22 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn send_blocking(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
+        #[cfg(not(veltrix_loom))]
+        {
+            let k = self.shared.index(class);
+            for attempt in 0..BLOCKING_TRIES {
+                match self.shared.offer(k, Take::Position) {
+                    Ok((pos, shed)) => {
+                        self.shared.write(k, pos, event, None);
+                        self.shared.dead_letter(shed);
+                        return Ok(());
+                    }
+                    Err(b) if b.error == ReserveError::Full => backoff(attempt),
+                    // Final answers are counted and returned by the waiting path below.
+                    Err(_) => break,
+                }
+            }
+        }
         block_on(self.send(event, class))
     }
 
@@ -542,8 +374,10 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub async fn reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
+        let k = self.shared.index(class);
         let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
-        let shed = poll_fn(|cx| guard.shared.poll_reserve(Some(cx), class, &mut guard.ticket, |_| None)).await?;
+        let (_, shed) =
+            poll_fn(|cx| guard.shared.poll_offer(Some(cx), k, Take::Reservation, &mut guard.ticket)).await?;
         let permit = Permit { shared: &self.shared, class };
         self.shared.dead_letter(shed);
         Ok(permit)
@@ -559,8 +393,9 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn try_reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
-        match self.shared.poll_reserve(None, class, &mut Ticket::default(), |_| None) {
-            Poll::Ready(r) => r.map(|shed| {
+        let k = self.shared.index(class);
+        match self.shared.poll_offer(None, k, Take::Reservation, &mut Ticket::default()) {
+            Poll::Ready(r) => r.map(|(_, shed)| {
                 let permit = Permit { shared: &self.shared, class };
                 self.shared.dead_letter(shed);
                 permit
@@ -586,10 +421,11 @@ impl<E> Sender<E> {
         class: ClassId,
         ticket: &mut ReserveTicket<E>,
     ) -> Poll<Result<OwnedPermit<E>, ReserveError>> {
+        let k = self.shared.index(class);
         let shared = ticket.shared.get_or_insert_with(|| self.shared.clone());
         assert!(Arc::ptr_eq(shared, &self.shared), "a ReserveTicket serves one channel");
-        match self.shared.poll_reserve(Some(cx), class, &mut ticket.ticket, |_| None) {
-            Poll::Ready(Ok(shed)) => {
+        match self.shared.poll_offer(Some(cx), k, Take::Reservation, &mut ticket.ticket) {
+            Poll::Ready(Ok((_, shed))) => {
                 let permit = OwnedPermit { shared: Some(self.shared.clone()), class };
                 self.shared.dead_letter(shed);
                 Poll::Ready(Ok(permit))
@@ -601,26 +437,26 @@ impl<E> Sender<E> {
 
     /// Stops admission; see [`Receiver::close`].
     pub fn close(&self) {
-        close(&self.shared);
+        self.shared.close();
     }
 
     /// Whether the channel is closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.lock().core.is_closed()
+        self.shared.is_closed()
     }
 
-    /// Events queued in `class`.
+    /// Events queued in `class` (including any a producer is writing right now).
     ///
     /// # Panics
     ///
     /// If `class` is not configured.
     pub fn len(&self, class: ClassId) -> usize {
-        self.shared.lock().core.len(class)
+        self.shared.len(class)
     }
 
     /// Whether nothing is queued in any class.
     pub fn is_empty(&self) -> bool {
-        !self.shared.lock().core.has_queued()
+        self.shared.is_empty()
     }
 
     /// `class`'s capacity.
@@ -629,20 +465,14 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn capacity(&self, class: ClassId) -> usize {
-        self.shared.lock().core.capacity(class)
+        self.shared.capacity(class)
     }
 
-    /// The ledger snapshot (taken under the lock, so the conservation law holds exactly).
+    /// The ledger snapshot. Conservation holds exactly in every snapshot (accepted events are
+    /// read off the ring positions); counters of the two sides may be a few events apart while
+    /// operations are in flight.
     pub fn stats(&self) -> Stats {
-        self.shared.lock().core.stats()
-    }
-}
-
-fn close<E>(shared: &Shared<E>) {
-    let mut st = shared.lock();
-    st.core.close();
-    for list in 0..=st.recv_list {
-        st.waiters.notify_all(list);
+        self.shared.stats()
     }
 }
 
@@ -661,26 +491,15 @@ impl<E> fmt::Debug for Receiver<E> {
 
 impl<E> Clone for Receiver<E> {
     fn clone(&self) -> Self {
-        self.shared.lock().receivers += 1;
+        self.shared.receivers.fetch_add(1, Relaxed);
         Receiver { shared: self.shared.clone() }
     }
 }
 
 impl<E> Drop for Receiver<E> {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.receivers -= 1;
-        if st.receivers > 0 {
-            return;
-        }
-        st.core.abandon();
-        for list in 0..st.recv_list {
-            st.waiters.notify_all(list);
-        }
-        while let Some(dead) = st.core.pop_dead(DeadLetterReason::Closed) {
-            drop(st);
-            self.shared.dead_letter(Some(dead));
-            st = self.shared.lock();
+        if self.shared.receivers.fetch_sub(1, AcqRel) == 1 {
+            self.shared.abandon();
         }
     }
 }
@@ -695,9 +514,8 @@ impl<E> Receiver<E> {
     ///
     /// Dropping the future loses no event and passes on any wakeup it had received.
     pub async fn recv(&self) -> Option<Delivery<E>> {
-        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
         let mut slot = None;
-        poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, 1, |d| slot = Some(d))).await;
+        self.poll_until(1, &mut Vec::new(), |d| slot = Some(d)).await;
         slot
     }
 
@@ -708,7 +526,7 @@ impl<E> Receiver<E> {
     /// [`TryRecvError::Empty`] or, once closed and drained, [`TryRecvError::Closed`].
     pub fn try_recv(&self) -> Result<Delivery<E>, TryRecvError> {
         let mut slot = None;
-        match self.shared.poll_pop(None, &mut Ticket::default(), 1, |d| slot = Some(d)) {
+        match self.shared.poll_pop(None, &mut Ticket::default(), 1, &mut Vec::new(), |d| slot = Some(d)) {
             Poll::Ready(_) => slot.ok_or(TryRecvError::Closed),
             Poll::Pending => Err(TryRecvError::Empty),
         }
@@ -725,34 +543,57 @@ impl<E> Receiver<E> {
         if limit == 0 {
             return 0;
         }
-        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
-        poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, limit, |d| buf.push(d))).await
+        self.poll_until(limit, &mut Vec::new(), |d| buf.push(d)).await
     }
 
-    /// Blocking [`Receiver::recv`], for threads outside an async runtime. It blocks the thread:
-    /// do not call it from an async task.
+    /// The engine's receive: applies the worker's completions under the same lock, then as
+    /// [`Receiver::recv_many`].
+    pub(crate) async fn recv_settling(
+        &self,
+        buf: &mut Vec<Delivery<E>>,
+        limit: usize,
+        settle: &mut Vec<Completed>,
+    ) -> usize {
+        self.poll_until(limit, settle, |d| buf.push(d)).await
+    }
+
+    async fn poll_until(&self, limit: usize, settle: &mut Vec<Completed>, mut out: impl FnMut(Delivery<E>)) -> usize {
+        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, limit, settle, &mut out)).await
+    }
+
+    /// Blocking [`Receiver::recv`], for threads outside an async runtime. It retries briefly
+    /// before parking the thread; do not call it from an async task.
     pub fn recv_blocking(&self) -> Option<Delivery<E>> {
+        #[cfg(not(veltrix_loom))]
+        for attempt in 0..BLOCKING_TRIES {
+            match self.try_recv() {
+                Ok(d) => return Some(d),
+                Err(TryRecvError::Closed) => return None,
+                Err(_) => backoff(attempt),
+            }
+        }
         block_on(self.recv())
     }
 
     /// Stops admission: later sends get their event back as `Closed`; blocked senders wake and
     /// do too. Queued events and open permits still drain to the receivers, which then get `None`.
     pub fn close(&self) {
-        close(&self.shared);
+        self.shared.close();
     }
 
-    /// Events queued in `class`.
+    /// Events queued in `class` (including any a producer is writing right now).
     ///
     /// # Panics
     ///
     /// If `class` is not configured.
     pub fn len(&self, class: ClassId) -> usize {
-        self.shared.lock().core.len(class)
+        self.shared.len(class)
     }
 
     /// Whether nothing is queued in any class.
     pub fn is_empty(&self) -> bool {
-        !self.shared.lock().core.has_queued()
+        self.shared.is_empty()
     }
 
     /// `class`'s capacity.
@@ -761,12 +602,12 @@ impl<E> Receiver<E> {
     ///
     /// If `class` is not configured.
     pub fn capacity(&self, class: ClassId) -> usize {
-        self.shared.lock().core.capacity(class)
+        self.shared.capacity(class)
     }
 
-    /// The ledger snapshot (taken under the lock, so the conservation law holds exactly).
+    /// The ledger snapshot; see [`Sender::stats`].
     pub fn stats(&self) -> Stats {
-        self.shared.lock().core.stats()
+        self.shared.stats()
     }
 
     /// Reports how the processing of a delivered event of `class` ended (and how many retries it
@@ -777,31 +618,23 @@ impl<E> Receiver<E> {
     ///
     /// If `class` has no delivered event awaiting completion.
     pub fn complete(&self, class: ClassId, completion: Completion, retries: u32) {
-        self.shared.lock().core.complete(class, completion, retries);
+        self.shared.complete(class, completion, retries);
     }
 
     /// Dead-letters everything queued now with `reason` (through the sink), most critical class
     /// first; returns how many. For a consumer that gives up on the backlog (shutdown).
     pub fn dead_letter_backlog(&self, reason: DeadLetterReason) -> usize {
-        let mut n = 0;
-        let mut st = self.shared.lock();
-        while let Some(dead) = st.core.pop_dead(reason) {
-            st.kick_senders(dead.class.index());
-            drop(st);
-            self.shared.dead_letter(Some(dead));
-            n += 1;
-            st = self.shared.lock();
-        }
-        st.kick_receivers();
-        n
+        self.shared.drain_backlog(reason)
     }
 
-    /// Asserts the core's invariants (conservation, capacities, internal bookkeeping).
+    /// Asserts the channel's invariants: each class's taken positions equal its deliveries plus
+    /// dead letters at dequeue and are all released, occupancy within capacity, the published
+    /// full bits right, and conservation. Call it at quiescence (no operation in flight).
     ///
     /// # Panics
     ///
     /// If one is broken.
     pub fn check_invariants(&self) {
-        self.shared.lock().core.check_invariants();
+        self.shared.check_invariants();
     }
 }

@@ -1,7 +1,8 @@
 //! Wait lists without allocation: a slab of waiter slots threaded into one FIFO list per class
 //! (blocked senders) plus one list of blocked receivers. A waiting future owns a slot index; the
 //! slab grows only when more futures wait at once than ever before (it starts with room for
-//! [`INITIAL_SLOTS`]), so steady-state waiting allocates nothing. Lives inside the channel's mutex.
+//! [`INITIAL_SLOTS`]), so steady-state waiting allocates nothing. Lives behind the channel's wait-list lock, which only the slow paths take (a full class, an
+//! empty channel).
 
 use std::task::Waker;
 
@@ -41,8 +42,6 @@ pub(crate) struct Waiters {
     slots: Vec<Slot>,
     free: u32,
     lists: Box<[List]>,
-    /// Waiters queued in all lists (a fast "nobody waits" check for the hot path).
-    queued: usize,
 }
 
 /// A waiting future's slot, with the list it waits on.
@@ -65,7 +64,6 @@ impl Waiters {
             slots: Vec::with_capacity(INITIAL_SLOTS),
             free: NONE,
             lists: vec![List { head: NONE, tail: NONE }; lists].into(),
-            queued: 0,
         };
         for _ in 0..INITIAL_SLOTS {
             w.grow();
@@ -99,14 +97,17 @@ impl Waiters {
             Some(w) if w.will_wake(waker) => {}
             w => *w = Some(waker.clone()),
         }
-        if slot.state != State::Queued {
-            debug_assert!(slot.state == State::Idle || slot.state == State::Notified);
+        if slot.state == State::Queued && usize::from(slot.list) != list {
+            // Now waiting for something else (another class became the blocker).
+            self.unlink(i);
+            self.slots[i as usize].state = State::Idle;
+        }
+        if self.slots[i as usize].state != State::Queued {
             self.link(i, list);
         }
     }
 
     fn link(&mut self, i: u32, list: usize) {
-        self.queued += 1;
         let tail = self.lists[list].tail;
         let slot = &mut self.slots[i as usize];
         slot.state = State::Queued;
@@ -122,7 +123,6 @@ impl Waiters {
     }
 
     fn unlink(&mut self, i: u32) {
-        self.queued -= 1;
         let Slot { prev, next, list, .. } = self.slots[i as usize];
         let list = list as usize;
         if prev == NONE {
@@ -131,11 +131,6 @@ impl Waiters {
             self.slots[prev as usize].next = next
         }
         if next == NONE { self.lists[list].tail = prev } else { self.slots[next as usize].prev = prev }
-    }
-
-    /// Whether anyone waits on any list.
-    pub(crate) fn any(&self) -> bool {
-        self.queued > 0
     }
 
     /// Whether anyone waits on `list`.

@@ -87,10 +87,18 @@ type Sink<E> = Arc<dyn DeadLetterSink<Routed<E>>>;
 /// Builds the error that hands a refused event back.
 type HandBack<E> = fn(E) -> SubmitError<E>;
 
+/// Where a submission goes: a route's name, or its [`RouteId`] resolved once with
+/// [`Engine::route_id`] (no lookup per event).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target<'r> {
+    Name(&'r str),
+    Id(RouteId),
+}
+
 /// One event to submit: route, class, optional key and deadline.
 #[derive(Debug)]
 pub struct Submission<'r, E> {
-    route: &'r str,
+    route: Target<'r>,
     class: ClassId,
     key: Option<u64>,
     deadline: Option<Instant>,
@@ -98,11 +106,45 @@ pub struct Submission<'r, E> {
 }
 
 impl<'r, E> Submission<'r, E> {
-    /// `event` for `route` in `class`, without key or deadline (the class's default deadline applies).
+    /// `event` for the route named `route` in `class`, without key or deadline (the class's
+    /// default deadline applies).
     pub fn new(route: &'r str, class: ClassId, event: E) -> Self {
-        Submission { route, class, key: None, deadline: None, event }
+        Submission { route: Target::Name(route), class, key: None, deadline: None, event }
     }
+}
 
+impl<E> Submission<'static, E> {
+    /// `event` for the route `route` (from [`Engine::route_id`]) in `class`: the hot-path form,
+    /// with no name lookup per event.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// # use std::future::Future;
+    /// # use veltrix_engine::{ClassId, Config};
+    /// # use veltrix_engine::runtime::{Engine, Handler, HandlerContext, Outcome, RouteSpec, Submission};
+    /// # struct Noop;
+    /// # impl Handler<u64> for Noop {
+    /// #     fn handle(&self, _: &u64, _: HandlerContext) -> impl Future<Output = Outcome> + Send {
+    /// #         std::future::ready(Outcome::Ok)
+    /// #     }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().route("orders", RouteSpec::new(Config::default()), Noop).build()?;
+    /// let orders = engine.route_id("orders").expect("registered");
+    /// for i in 0..3 {
+    ///     engine.submit(Submission::to(orders, ClassId::CRITICAL, i)).await?;
+    /// }
+    /// assert_eq!(engine.shutdown(std::time::Duration::from_secs(1)).await.handled, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn to(route: RouteId, class: ClassId, event: E) -> Self {
+        Submission { route: Target::Id(route), class, key: None, deadline: None, event }
+    }
+}
+
+impl<E> Submission<'_, E> {
     /// Events of one route and class with the same key are handled one at a time, in submission
     /// order (on a route built with [`RouteSpec::keyed`]).
     pub fn key(mut self, key: u64) -> Self {
@@ -227,6 +269,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                         stop: stop.clone(),
                         sink: sink.clone(),
                         telemetry: telemetry.clone(),
+                        index: w,
                     };
                     tracing::trace!(route = route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())
@@ -260,7 +303,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         for (i, (name, spec, spawn)) in self.routes.into_iter().enumerate() {
             let id = RouteId(i as u16);
             let lanes = if spec.keyed { spec.workers } else { 1 };
-            let telemetry = Arc::new(RouteTelemetry::new(&name, &spec.classes));
+            let telemetry = Arc::new(RouteTelemetry::new(&name, &spec.classes, spec.workers));
             let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
                 .map(|_| {
                     let (sink, telemetry) = (sink.clone(), telemetry.clone());
@@ -398,7 +441,11 @@ impl<E> Engine<E> {
 
     /// Resolves route, class and lane, or hands the event back.
     fn target(&self, s: &Submission<'_, E>) -> Result<&Route<E>, HandBack<E>> {
-        let route = self.find(s.route).ok_or(SubmitError::UnknownRoute as HandBack<E>)?;
+        let route = match s.route {
+            Target::Name(name) => self.find(name),
+            Target::Id(id) => self.routes.get(id.index()),
+        };
+        let route = route.ok_or(SubmitError::UnknownRoute as HandBack<E>)?;
         if s.class.index() >= route.classes.len() {
             return Err(SubmitError::UnknownClass);
         }

@@ -30,6 +30,12 @@ impl Latencies {
         self.end_to_end.saturating_record(micros(end_to_end));
     }
 
+    pub(crate) fn add(&mut self, other: &Latencies) {
+        // Same bounds on both sides: adding cannot fail.
+        self.sojourn.add(&other.sojourn).expect("same histogram bounds");
+        self.end_to_end.add(&other.end_to_end).expect("same histogram bounds");
+    }
+
     fn summaries(&self) -> (LatencySummary, LatencySummary) {
         (LatencySummary::of(&self.sojourn), LatencySummary::of(&self.end_to_end))
     }

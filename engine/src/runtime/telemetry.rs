@@ -9,37 +9,51 @@ use super::stats::Latencies;
 use crate::config::Config;
 use crate::ledger::{Completion, DeadLetterReason};
 
-/// One route's recorders, one set per class.
+/// One completed event's numbers, buffered by its worker and recorded once per batch.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sample {
+    pub(crate) class: usize,
+    pub(crate) sojourn: Duration,
+    pub(crate) end_to_end: Duration,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) completion: Completion,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub(crate) retries: u32,
+}
+
+/// One route's recorders.
 #[derive(Debug)]
 pub(crate) struct RouteTelemetry {
-    latencies: Box<[Mutex<Latencies>]>,
+    /// One row per worker, one histogram pair per class in a row. A worker locks only its own
+    /// row, once per batch; `stats()` merges the rows.
+    latencies: Box<[Mutex<Box<[Latencies]>>]>,
     #[cfg(feature = "metrics")]
     metrics: Box<[metrics_impl::ClassMetrics]>,
 }
 
 impl RouteTelemetry {
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn new(route: &str, classes: &Config) -> RouteTelemetry {
+    pub(crate) fn new(route: &str, classes: &Config, workers: usize) -> RouteTelemetry {
         RouteTelemetry {
-            latencies: (0..classes.len()).map(|_| Mutex::new(Latencies::new())).collect(),
+            latencies: (0..workers)
+                .map(|_| Mutex::new((0..classes.len()).map(|_| Latencies::new()).collect()))
+                .collect(),
             #[cfg(feature = "metrics")]
             metrics: classes.classes().iter().map(|c| metrics_impl::ClassMetrics::new(route, &c.name)).collect(),
         }
     }
 
-    /// A delivered event's completion: latencies, outcome, retries.
-    #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
-    pub(crate) fn completed(
-        &self,
-        class: usize,
-        sojourn: Duration,
-        end_to_end: Duration,
-        completion: Completion,
-        retries: u32,
-    ) {
-        self.latencies[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(sojourn, end_to_end);
-        #[cfg(feature = "metrics")]
-        self.metrics[class].completed(sojourn, end_to_end, completion, retries);
+    /// A worker's completed events: latencies, outcomes, retries. Empties `samples`.
+    pub(crate) fn record(&self, worker: usize, samples: &mut Vec<Sample>) {
+        if samples.is_empty() {
+            return;
+        }
+        let mut row = self.latencies[worker].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for s in samples.drain(..) {
+            row[s.class].record(s.sojourn, s.end_to_end);
+            #[cfg(feature = "metrics")]
+            self.metrics[s.class].completed(s.sojourn, s.end_to_end, s.completion, s.retries);
+        }
     }
 
     /// A dead letter from the queue (shed, codel, expired, closed, shutdown).
@@ -62,8 +76,13 @@ impl RouteTelemetry {
         self.metrics[class].queue_depth.set(depth as f64);
     }
 
-    pub(crate) fn latencies(&self, class: usize) -> std::sync::MutexGuard<'_, Latencies> {
-        self.latencies[class].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    /// `class`'s latencies over every worker.
+    pub(crate) fn latencies(&self, class: usize) -> Latencies {
+        let mut total = Latencies::new();
+        for row in self.latencies.iter() {
+            total.add(&row.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[class]);
+        }
+        total
     }
 }
 

@@ -1,0 +1,140 @@
+//! The receiving side's state: the scheduler (DRR deficits, the tier quota), CoDel, each class's
+//! next ring position and the ledger counters that only receivers change. It lives behind the
+//! consumer lock, which producers never take on their fast path (only a `ShedOldest` offer that
+//! must push out a queued event, and the ledger snapshot, take it).
+
+use tokio::time::Instant;
+
+use super::ring::Ring;
+use crate::codel::CodelState;
+use crate::config::{ClassId, Config};
+use crate::core::{DeadLetter, Entry, Pop, dequeue_verdict};
+use crate::ledger::{ClassStats, Completion, DeadLetterReason};
+use crate::sched::Scheduler;
+
+/// The clock, read at most once per critical section and only when a decision needs it (an
+/// event with a deadline, or a class with CoDel). Dropped whenever user code runs (a sink), so a
+/// decision never uses a time read before it.
+#[derive(Debug, Default)]
+pub(crate) struct LazyNow(Option<Instant>);
+
+impl LazyNow {
+    pub(crate) fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct ConsumerClass {
+    /// The next ring position to take (positions taken so far, not wrapping).
+    pub(crate) next: u64,
+    /// Positions taken but not yet released to the producers (released once per batch).
+    unreleased: u64,
+    codel: Option<CodelState<Instant>>,
+    /// The receiving side's counters: deliveries, dead letters at dequeue, completions. The
+    /// producers' fields (offers, acceptances, refusals) stay zero here.
+    pub(crate) stats: ClassStats,
+}
+
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    sched: Scheduler,
+    pub(crate) classes: Box<[ConsumerClass]>,
+}
+
+impl Consumer {
+    pub(crate) fn new(config: &Config) -> Consumer {
+        let classes = config
+            .classes()
+            .iter()
+            .map(|spec| ConsumerClass {
+                next: 0,
+                unreleased: 0,
+                codel: spec.codel.map(CodelState::new),
+                stats: ClassStats::default(),
+            })
+            .collect();
+        Consumer { sched: Scheduler::new(config), classes }
+    }
+
+    /// Bit k set: class k's next position is published.
+    pub(crate) fn ready_mask<E>(&self, rings: &[Ring<Entry<E, Instant>>]) -> u32 {
+        let mut mask = 0;
+        for (k, (ring, c)) in rings.iter().zip(self.classes.iter()).enumerate() {
+            if ring.ready(c.next) {
+                mask |= 1 << k;
+            }
+        }
+        mask
+    }
+
+    /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired,
+    /// or shed by CoDel), or `None` when no class has a published event. The position taken
+    /// stays unreleased until [`Consumer::flush`].
+    pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow) -> Option<Pop<E, Instant>> {
+        let mask = self.ready_mask(rings);
+        let k = self.sched.pick(mask)?;
+        let class = ClassId::new(k);
+        let c = &mut self.classes[k];
+        let entry = rings[k].take(c.next);
+        c.next += 1;
+        c.unreleased += 1;
+        let verdict = if entry.deadline.is_some() || c.codel.is_some() {
+            dequeue_verdict(entry.enqueued_at, entry.deadline, c.codel.as_mut(), now.get())
+        } else {
+            None
+        };
+        Some(match verdict {
+            Some(reason) => {
+                c.stats.count_dead(reason);
+                Pop::Dead(entry.dead(class, reason))
+            }
+            None => {
+                c.stats.delivered += 1;
+                self.sched.served(k);
+                Pop::Deliver(entry.deliver(class))
+            }
+        })
+    }
+
+    /// Takes class `k`'s oldest event out as a dead letter with `reason`, waiting the few
+    /// instructions a producer may still need to publish it; `None` if nothing is taken in `k`.
+    pub(crate) fn pop_dead<E>(
+        &mut self,
+        rings: &[Ring<Entry<E, Instant>>],
+        k: usize,
+        reason: DeadLetterReason,
+    ) -> Option<DeadLetter<E, Instant>> {
+        let c = &mut self.classes[k];
+        if rings[k].queued_since(c.next) == 0 {
+            return None;
+        }
+        let entry = rings[k].take_when_ready(c.next);
+        c.next += 1;
+        c.unreleased += 1;
+        c.stats.count_dead(reason);
+        Some(entry.dead(ClassId::new(k), reason))
+    }
+
+    /// Classes with positions taken since the last flush, with how many; resets them.
+    pub(crate) fn flush(&mut self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.classes.iter_mut().enumerate().filter_map(|(k, c)| {
+            let n = std::mem::take(&mut c.unreleased);
+            (n > 0).then_some((k, n))
+        })
+    }
+
+    /// Records how a delivered event of `class` ended.
+    ///
+    /// # Panics
+    ///
+    /// If `class` has no delivered event awaiting completion.
+    pub(crate) fn complete(&mut self, class: ClassId, completion: Completion, retries: u32) {
+        let n = self.classes.len();
+        let c =
+            self.classes.get_mut(class.index()).unwrap_or_else(|| panic!("{class:?} is not configured ({n} classes)"));
+        assert!(c.stats.in_flight() > 0, "completion without a delivery in flight in {class:?}");
+        c.stats.count_completion(completion);
+        c.stats.retries += u64::from(retries);
+    }
+}

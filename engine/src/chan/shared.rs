@@ -1,0 +1,637 @@
+//! The state every handle of one channel shares, and the protocol between its sides.
+//!
+//! # Who touches what
+//!
+//! | state | written by | lock |
+//! |---|---|---|
+//! | each class's ring ([`Ring`]): `tail` word, slots | producers | none (one CAS per claim) |
+//! | each ring's `head` word | the consumer (and a sender setting `WAITING`) | none |
+//! | `full` (bit k: class k published full) | a producer that fills a class; whoever frees it | none |
+//! | [`Consumer`]: scheduler, CoDel, next positions, receiver-side ledger | receivers | consumer lock |
+//! | refusal counters | producers, only when refusing | none |
+//! | wait lists | whoever sleeps or wakes | wait-list lock, slow path only |
+//!
+//! A `send` on a class with room is: one load of `full`, one CAS on the class's `tail`, the slot
+//! write and its stamp, one load of `rx_waiting`. A `recv` is: the consumer lock, one stamp load
+//! per class, the slot read, one `fetch_add` on `head` (once per batch and class), one load of
+//! `full`.
+//!
+//! # What "full" means when producers race
+//!
+//! A class's own capacity is exact: its occupancy (queued + being written + reserved) changes
+//! only by CAS, so of two producers racing for its last slot exactly one wins and the other sees
+//! it full. Admission in criticality order reads the *published* `full` mask: a set bit is only
+//! a hint — before refusing, the producer re-reads that class's occupancy and clears the bit if
+//! it is stale — so no offer is ever refused because of a class that was not full when checked.
+//! A clear bit can lag: the producer that takes a class's last slot publishes the bit right after
+//! its CAS, so an offer to a less critical class that reads the mask in between is admitted as if
+//! it came first. At quiescence the mask is exact, and in a sequential run (the proptest model)
+//! it is always exact.
+//!
+//! # Sleeping without lost wake-ups
+//!
+//! Both handshakes pair two read-modify-writes on one atomic word, so their order is total and
+//! no `SeqCst` reasoning is needed:
+//! - A **sender** that finds class `j` full joins `j`'s wait list, then sets `j`'s `WAITING` bit
+//!   with a `fetch_or` that also returns the freshest `head`; if `j` has room after all it
+//!   retries. Whoever frees room in `j` does an RMW on the same `head` word (the consumer's
+//!   `release`, a cancel's check) and, seeing `WAITING`, wakes. Either the freeing RMW comes
+//!   first (the sender's `fetch_or` sees the room) or the sender's does (the freer sees the bit).
+//! - A **receiver** that finds nothing joins the receivers' list, sets `rx_waiting`, then reads
+//!   every class's `tail` with an RMW. A producer loads `rx_waiting` after its claim CAS on
+//!   `tail`. Either the receiver's RMW comes after the claim (it sees the position and does not
+//!   sleep) or before it (the claim synchronizes with it, so the producer sees `rx_waiting`).
+
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::DeadLetterSink;
+use super::consumer::{Consumer, LazyNow};
+use super::ring::{self, Refused, Ring, Take};
+use super::waiters::{Ticket, Waiters};
+use crate::config::{ClassId, Config, OverloadPolicy};
+use crate::core::{Admission, DeadLetter, Delivery, Entry, Pop, admission};
+use crate::error::ReserveError;
+use crate::ledger::{ClassStats, Completion, DeadLetterReason, Stats};
+use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Mutex, lock, spin_wait};
+
+/// A completion reported by the engine's worker, applied under the consumer lock of its next
+/// receive (one lock for both).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Completed {
+    pub(crate) class: ClassId,
+    pub(crate) completion: Completion,
+    pub(crate) retries: u32,
+}
+
+/// Counted only when refusing or dead-lettering at commit: rare, so one shared line is fine.
+#[derive(Debug)]
+struct Refusals {
+    full: AtomicU64,
+    policy: AtomicU64,
+    closed: AtomicU64,
+    /// Reservations filled after every receiver was gone (dead-lettered `Closed`).
+    closed_commits: AtomicU64,
+}
+
+impl Refusals {
+    fn new() -> Refusals {
+        Refusals {
+            full: AtomicU64::new(0),
+            policy: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            closed_commits: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What an offer took: the position (meaningless for a reservation) and the event shed to make
+/// room, if any (for the caller to hand to the sink once its own state is safe).
+pub(crate) type Taken<E> = (u32, Option<DeadLetter<E>>);
+
+/// Why an offer did not take a slot, and the class to wait on if it may wait.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Blocked {
+    pub(crate) error: ReserveError,
+    pub(crate) on: usize,
+}
+
+pub(crate) struct Shared<E> {
+    rings: Box<[Ring<Entry<E, Instant>>]>,
+    policies: Box<[OverloadPolicy]>,
+    deadlines: Box<[Option<Duration>]>,
+    full: CachePadded<AtomicU32>,
+    rx_waiting: CachePadded<AtomicBool>,
+    consumer: Mutex<Consumer>,
+    /// Lists `0..n`: senders waiting for class j itself; `n..2n`: senders of less critical
+    /// classes waiting for class j to stop being full; `2n`: receivers.
+    waiters: Mutex<Waiters>,
+    refused: Box<[Refusals]>,
+    pub(crate) senders: AtomicUsize,
+    pub(crate) receivers: AtomicUsize,
+    sink: Option<Box<dyn DeadLetterSink<E>>>,
+}
+
+impl<E> Shared<E> {
+    pub(crate) fn new(config: &Config, sink: Option<Box<dyn DeadLetterSink<E>>>) -> Shared<E> {
+        let n = config.len();
+        Shared {
+            rings: config.classes().iter().map(|c| Ring::new(c.capacity)).collect(),
+            policies: config.classes().iter().map(|c| c.policy).collect(),
+            deadlines: config.classes().iter().map(|c| c.deadline).collect(),
+            full: CachePadded(AtomicU32::new(0)),
+            rx_waiting: CachePadded(AtomicBool::new(false)),
+            consumer: Mutex::new(Consumer::new(config)),
+            waiters: Mutex::new(Waiters::new(2 * n + 1)),
+            refused: (0..n).map(|_| Refusals::new()).collect(),
+            senders: AtomicUsize::new(1),
+            receivers: AtomicUsize::new(1),
+            sink,
+        }
+    }
+
+    fn classes(&self) -> usize {
+        self.rings.len()
+    }
+
+    fn recv_list(&self) -> usize {
+        2 * self.classes()
+    }
+
+    /// `class`'s index, or a panic naming it.
+    pub(crate) fn index(&self, class: ClassId) -> usize {
+        let n = self.classes();
+        assert!(class.index() < n, "{class:?} is not configured ({n} classes)");
+        class.index()
+    }
+
+    pub(crate) fn dead_letter(&self, letter: Option<DeadLetter<E>>) {
+        let Some(letter) = letter else { return };
+        match &self.sink {
+            Some(sink) => sink.dead_letter(letter),
+            None => {
+                tracing::debug!(class = letter.class.index(), reason = %letter.reason, "dead letter dropped: no sink configured")
+            }
+        }
+    }
+
+    // ---- admission ----
+
+    /// Brings bit `j` of the published mask in line with class `j`'s occupancy. Every change it
+    /// makes is followed by a fresh read, so the last writer leaves the bit right.
+    fn reconcile(&self, j: usize) {
+        let bit = 1u32 << j;
+        loop {
+            let full = self.rings[j].is_full();
+            if (self.full.load(Acquire) & bit != 0) == full {
+                return;
+            }
+            if full {
+                self.full.fetch_or(bit, AcqRel);
+            } else {
+                self.full.fetch_and(!bit, AcqRel);
+            }
+        }
+    }
+
+    /// The most critical class above `k` that is full, verified against its occupancy (stale
+    /// bits are cleared on the way).
+    fn blocked_above(&self, k: usize) -> Option<usize> {
+        let mut mask = self.full.load(Acquire) & ((1u32 << k) - 1);
+        while mask != 0 {
+            let j = mask.trailing_zeros() as usize;
+            if self.rings[j].is_full() {
+                return Some(j);
+            }
+            self.reconcile(j);
+            mask &= mask - 1;
+        }
+        None
+    }
+
+    /// One offer to class `k` without waiting: the position taken (meaningless for a
+    /// reservation) and the event shed to make room, or why not and where to wait.
+    pub(crate) fn offer(&self, k: usize, take: Take) -> Result<Taken<E>, Blocked> {
+        let ring = &self.rings[k];
+        let blocker = match self.blocked_above(k) {
+            Some(j) => j,
+            None => match ring.claim(take, 0) {
+                Ok(c) => {
+                    if c.filled {
+                        self.reconcile(k);
+                    }
+                    return Ok((c.pos, None));
+                }
+                Err(Refused::Closed) => return Err(Blocked { error: ReserveError::Closed, on: k }),
+                Err(Refused::Full) => k,
+            },
+        };
+        match admission(ring.is_closed(), false, self.policies[k]) {
+            Admission::Refuse(error) => Err(Blocked { error, on: blocker }),
+            Admission::ShedThenAdmit => self.shed_then_claim(k, take),
+            Admission::Admit => unreachable!("not admissible"),
+        }
+    }
+
+    /// `ShedOldest` when class `k` cannot admit: under the consumer lock, take `k`'s oldest event
+    /// out (if any) and claim in its place before releasing it, so no other producer can take
+    /// the room made for this one.
+    fn shed_then_claim(&self, k: usize, take: Take) -> Result<Taken<E>, Blocked> {
+        let ring = &self.rings[k];
+        let mut c = lock(&self.consumer);
+        let shed = if self.blocked_above(k).is_some() || ring.is_full() {
+            c.pop_dead(&self.rings, k, DeadLetterReason::Shed)
+        } else {
+            None
+        };
+        // The shed event's slot is empty but not released yet: one extra unit of room.
+        let claimed = ring.claim(take, u32::from(shed.is_some()));
+        self.flush(&mut c);
+        drop(c);
+        match claimed {
+            Ok(cl) => {
+                if cl.filled {
+                    self.reconcile(k);
+                }
+                Ok((cl.pos, shed))
+            }
+            Err(refused) => {
+                self.dead_letter(shed);
+                let error = if refused == Refused::Closed { ReserveError::Closed } else { ReserveError::Full };
+                Err(Blocked { error, on: k })
+            }
+        }
+    }
+
+    /// Counts a final refusal (a `Full` only when the caller does not wait).
+    pub(crate) fn count_refusal(&self, k: usize, error: ReserveError) {
+        let r = &self.refused[k];
+        let counter = match error {
+            ReserveError::Full => &r.full,
+            ReserveError::Closed => &r.closed,
+            ReserveError::Rejected => &r.policy,
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// Offers until a slot is taken or the offer fails for good; with `cx`, registers `ticket`
+    /// and returns `Pending` while the class (or a more critical one) is full.
+    pub(crate) fn poll_offer(
+        &self,
+        cx: Option<&mut Context<'_>>,
+        k: usize,
+        take: Take,
+        ticket: &mut Ticket,
+    ) -> Poll<Result<Taken<E>, ReserveError>> {
+        let waker = cx.map(|cx| cx.waker());
+        loop {
+            match self.offer(k, take) {
+                Ok(taken) => {
+                    self.leave(ticket, false);
+                    return Poll::Ready(Ok(taken));
+                }
+                Err(Blocked { error: ReserveError::Full, on }) if waker.is_some() => {
+                    let list = if on == k { on } else { self.classes() + on };
+                    let mut w = lock(&self.waiters);
+                    w.wait(ticket, list, waker.expect("checked"));
+                    // Set under the wait-list lock, so a waker cannot clear it in between.
+                    let shedding = on == k && self.policies[k] == OverloadPolicy::ShedOldest;
+                    if self.rings[on].set_waiting(shedding) {
+                        return Poll::Pending;
+                    }
+                    // Room appeared (or the channel closed) since the offer: try again.
+                }
+                Err(Blocked { error, .. }) => {
+                    self.count_refusal(k, error);
+                    self.leave(ticket, true);
+                    return Poll::Ready(Err(error));
+                }
+            }
+        }
+    }
+
+    // ---- producing ----
+
+    /// Writes a claimed position of class `k` and wakes a receiver if one sleeps.
+    pub(crate) fn write(&self, k: usize, pos: u32, event: E, deadline: Option<Instant>) {
+        let entry = Entry::new(event, deadline, self.deadlines[k], Instant::now());
+        self.rings[k].write(pos, entry);
+        if self.rx_waiting.load(Acquire) {
+            self.wake_receiver();
+        }
+    }
+
+    /// Fills a reservation of class `k`. If every receiver is gone the event is dead-lettered
+    /// (`Closed`).
+    pub(crate) fn fill(&self, k: usize, event: E, deadline: Option<Instant>) {
+        let ring = &self.rings[k];
+        match ring.commit() {
+            Some(pos) => {
+                self.write(k, pos, event, deadline);
+                // A shedding sender whose class was all reservations now has something to shed.
+                if self.policies[k] == OverloadPolicy::ShedOldest && ring.waiting() {
+                    self.wake_senders(k, 1);
+                }
+            }
+            None => {
+                self.refused[k].closed_commits.fetch_add(1, Relaxed);
+                let entry = Entry::new(event, deadline, self.deadlines[k], Instant::now());
+                self.dead_letter(Some(entry.dead(ClassId::new(k), DeadLetterReason::Closed)));
+            }
+        }
+    }
+
+    /// Gives an unused reservation of class `k` back.
+    pub(crate) fn unreserve(&self, k: usize) {
+        let ring = &self.rings[k];
+        let closed = ring.cancel();
+        if ring.waiting() {
+            self.wake_senders(k, 1);
+        }
+        if self.full.load(Acquire) & (1 << k) != 0 {
+            self.reconcile(k);
+        }
+        if closed {
+            // The last reservation may have been what kept receivers from seeing the end.
+            self.wake_all(self.recv_list());
+        }
+    }
+
+    // ---- consuming ----
+
+    /// Returns the positions taken since the last flush to the producers, waking senders that
+    /// wait on those classes and clearing `full` bits that no longer hold.
+    fn flush(&self, c: &mut Consumer) {
+        for (k, n) in c.flush() {
+            if self.rings[k].release(n) {
+                self.wake_senders(k, n);
+            }
+            if self.full.load(Relaxed) & (1 << k) != 0 {
+                self.reconcile(k);
+            }
+        }
+    }
+
+    fn drained(&self, c: &Consumer) -> bool {
+        self.rings.iter().zip(c.classes.iter()).all(|(r, c)| r.drained(c.next))
+    }
+
+    /// Applies `settle`'s completions, then pops up to `limit` deliveries into `out` (dead
+    /// letters at the head go to the sink, outside the lock, and the clock is read again after
+    /// each); with `cx`, registers `ticket` and returns `Pending` if there is nothing. `Ready(0)`
+    /// means closed and drained.
+    pub(crate) fn poll_pop(
+        &self,
+        cx: Option<&mut Context<'_>>,
+        ticket: &mut Ticket,
+        limit: usize,
+        settle: &mut Vec<Completed>,
+        mut out: impl FnMut(Delivery<E>),
+    ) -> Poll<usize> {
+        let waker = cx.map(|cx| cx.waker());
+        let mut got = 0;
+        loop {
+            let mut c = lock(&self.consumer);
+            for done in settle.drain(..) {
+                c.complete(done.class, done.completion, done.retries);
+            }
+            let mut now = LazyNow::default();
+            let mut dead = None;
+            while got < limit {
+                match c.pop(&self.rings, &mut now) {
+                    Some(Pop::Deliver(d)) => {
+                        out(d);
+                        got += 1;
+                    }
+                    Some(Pop::Dead(d)) => {
+                        dead = Some(d);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.flush(&mut c);
+            if dead.is_some() {
+                drop(c);
+                self.dead_letter(dead);
+                continue;
+            }
+            if got > 0 || self.drained(&c) {
+                drop(c);
+                self.leave_recv(ticket);
+                return Poll::Ready(got);
+            }
+            let Some(waker) = waker else { return Poll::Pending };
+            let mut nexts = [0u64; crate::config::MAX_CLASSES];
+            for (next, class) in nexts.iter_mut().zip(c.classes.iter()) {
+                *next = class.next;
+            }
+            drop(c);
+            {
+                let mut w = lock(&self.waiters);
+                w.wait(ticket, self.recv_list(), waker);
+                self.rx_waiting.store(true, Release);
+            }
+            let (mut taken, mut drained) = (false, true);
+            for (ring, next) in self.rings.iter().zip(nexts) {
+                let tail = ring.taken_rmw();
+                taken |= ring::taken_beyond(tail, next);
+                drained &= ring::drained_at(tail, next);
+            }
+            let changed = taken || drained;
+            if !changed {
+                return Poll::Pending;
+            }
+            // A position was taken (its value is a few instructions from published), or the
+            // channel just drained: look again rather than sleep.
+            spin_wait();
+        }
+    }
+
+    /// Takes everything queued now (most critical class first, FIFO within a class) to the
+    /// sink with `reason`; returns how many.
+    pub(crate) fn drain_backlog(&self, reason: DeadLetterReason) -> usize {
+        let mut n = 0;
+        loop {
+            let dead = {
+                let mut c = lock(&self.consumer);
+                let dead = (0..self.classes()).find_map(|k| c.pop_dead(&self.rings, k, reason));
+                self.flush(&mut c);
+                dead
+            };
+            if dead.is_none() {
+                break;
+            }
+            self.dead_letter(dead);
+            n += 1;
+        }
+        self.wake_receivers_if_ready();
+        n
+    }
+
+    /// Records a completion outside a receive.
+    pub(crate) fn complete(&self, class: ClassId, completion: Completion, retries: u32) {
+        lock(&self.consumer).complete(class, completion, retries);
+    }
+
+    // ---- waking ----
+
+    fn wake_senders(&self, j: usize, n: u64) {
+        let mut w = lock(&self.waiters);
+        for _ in 0..n {
+            if !w.notify_one(j) {
+                break;
+            }
+        }
+        let cascade = self.classes() + j;
+        w.notify_all(cascade);
+        if !w.has_waiters(j) && !w.has_waiters(cascade) {
+            self.rings[j].clear_waiting();
+        }
+    }
+
+    fn wake_receiver(&self) {
+        let mut w = lock(&self.waiters);
+        let list = self.recv_list();
+        w.notify_one(list);
+        self.rx_waiting.store(w.has_waiters(list), Release);
+    }
+
+    /// Wakes one more receiver if one sleeps and there is something for it (an event, or the end).
+    fn wake_receivers_if_ready(&self) {
+        if !self.rx_waiting.load(Acquire) {
+            return;
+        }
+        let ready = self.rings.iter().any(|r| r.len() > 0 || r.drained(r.head().0));
+        if ready {
+            self.wake_receiver();
+        }
+    }
+
+    fn wake_all(&self, list: usize) {
+        let mut w = lock(&self.waiters);
+        w.notify_all(list);
+        if list == self.recv_list() {
+            self.rx_waiting.store(false, Release);
+        }
+    }
+
+    /// A sender's wait ends: gives `ticket`'s slot back; with `forward`, passes on a wake-up it
+    /// received but did not use.
+    pub(crate) fn leave(&self, ticket: &mut Ticket, forward: bool) {
+        if !ticket.is_registered() {
+            return;
+        }
+        let unused = lock(&self.waiters).release(ticket);
+        if forward {
+            self.forward(unused);
+        }
+    }
+
+    /// A receive ends with something: gives `ticket`'s slot back and passes the baton to the
+    /// next sleeping receiver if more is queued.
+    fn leave_recv(&self, ticket: &mut Ticket) {
+        if ticket.is_registered() {
+            let mut w = lock(&self.waiters);
+            w.release(ticket);
+            self.rx_waiting.store(w.has_waiters(self.recv_list()), Release);
+        }
+        self.wake_receivers_if_ready();
+    }
+
+    /// A future dropped while waiting: gives its slot back and any wake-up it had received.
+    pub(crate) fn cancel_wait(&self, ticket: &mut Ticket) {
+        if ticket.is_registered() {
+            let unused = {
+                let mut w = lock(&self.waiters);
+                let unused = w.release(ticket);
+                self.rx_waiting.store(w.has_waiters(self.recv_list()), Release);
+                unused
+            };
+            self.forward(unused);
+        }
+    }
+
+    fn forward(&self, list: Option<usize>) {
+        match list {
+            Some(l) if l == self.recv_list() => self.wake_receivers_if_ready(),
+            Some(l) if l < self.classes() => self.wake_senders(l, 1),
+            // Cascade lists are woken whole: nobody else waits for this wake-up.
+            _ => {}
+        }
+    }
+
+    // ---- lifecycle ----
+
+    /// Stops admission on every class and wakes everyone: senders to get `Closed`, receivers to
+    /// drain and see the end.
+    pub(crate) fn close(&self) {
+        for ring in self.rings.iter() {
+            ring.close(false);
+        }
+        self.wake_everyone();
+    }
+
+    fn wake_everyone(&self) {
+        let mut w = lock(&self.waiters);
+        for list in 0..=self.recv_list() {
+            w.notify_all(list);
+        }
+        self.rx_waiting.store(false, Release);
+    }
+
+    /// Every receiver is gone: closes, dead-letters the backlog (`Closed`), and from now on
+    /// reservations filled are dead-lettered too.
+    pub(crate) fn abandon(&self) {
+        for ring in self.rings.iter() {
+            ring.close(true);
+        }
+        self.wake_everyone();
+        self.drain_backlog(DeadLetterReason::Closed);
+    }
+
+    // ---- observation ----
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.rings[0].is_closed()
+    }
+
+    pub(crate) fn len(&self, class: ClassId) -> usize {
+        self.rings[self.index(class)].len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.rings.iter().all(|r| r.len() == 0)
+    }
+
+    pub(crate) fn capacity(&self, class: ClassId) -> usize {
+        self.rings[self.index(class)].capacity()
+    }
+
+    /// The ledger: the receiving side's counters under the consumer lock, then the producers'
+    /// positions. `accepted` is read off the positions (taken ones plus reservations filled
+    /// after abandonment), so conservation holds in every snapshot, also mid-flight.
+    pub(crate) fn stats(&self) -> Stats {
+        let c = lock(&self.consumer);
+        Stats { classes: (0..self.classes()).map(|k| self.class_stats(&c, k)).collect() }
+    }
+
+    fn class_stats(&self, c: &Consumer, k: usize) -> ClassStats {
+        let (cc, refused) = (&c.classes[k], &self.refused[k]);
+        let mut s = cc.stats;
+        let closed_commits = refused.closed_commits.load(Acquire);
+        s.queued = self.rings[k].queued_since(cc.next);
+        s.accepted = cc.next + s.queued + closed_commits;
+        s.dead_closed += closed_commits;
+        s.rejected_full = refused.full.load(Acquire);
+        s.rejected_policy = refused.policy.load(Acquire);
+        s.rejected_closed = refused.closed.load(Acquire);
+        s.offered = s.accepted + s.rejected();
+        s
+    }
+
+    /// Asserts the invariants; see [`Receiver::check_invariants`](super::Receiver::check_invariants).
+    pub(crate) fn check_invariants(&self) {
+        let c = lock(&self.consumer);
+        for (k, (cc, ring)) in c.classes.iter().zip(self.rings.iter()).enumerate() {
+            let s = &cc.stats;
+            let taken = s.delivered + s.dead_shed + s.dead_codel + s.dead_expired + s.dead_closed + s.dead_shutdown;
+            assert_eq!(cc.next, taken, "class {k}: positions taken {} != deliveries + dead letters {taken}", cc.next);
+            let (released, _) = ring.head();
+            assert_eq!(released, cc.next, "class {k}: released {released} != taken {}", cc.next);
+            let (queued, reserved) = (ring.len(), ring.reserved());
+            assert!(
+                queued + reserved <= ring.capacity(),
+                "class {k} over capacity: {queued} queued + {reserved} reserved > {}",
+                ring.capacity()
+            );
+            let bit = self.full.load(Acquire) & (1 << k) != 0;
+            assert_eq!(bit, ring.is_full(), "class {k}: published full bit stale");
+            let s = self.class_stats(&c, k);
+            assert!(s.conserved(), "conservation broken in class {k}: {s:?}");
+        }
+    }
+}
