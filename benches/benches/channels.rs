@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use veltrix_benches::tasks::{self, AsyncChan};
 use veltrix_benches::{
     AsyncChannel, AsyncPriority, Chan, Crossbeam, Flume, Kanal, MultiConsumer, Thingbuf, TokioMpsc, Veltrix1, Veltrix4,
-    engine_path, flood_starvation, flood_urgent_p99, ping_pong, throughput, throughput_mc,
+    drain_full, engine_path, flood_starvation, flood_urgent_p99, ping_pong, throughput, throughput_mc,
 };
 
 const CAPACITY: usize = 1024;
@@ -100,6 +101,36 @@ fn flood(c: &mut Criterion) {
     g.finish();
 }
 
+/// The async workloads: producer tasks and a consumer task on a two-worker tokio runtime.
+fn async_tasks(c: &mut Criterion) {
+    let rt = tasks::runtime();
+    macro_rules! async_peers {
+        ($g:expr, [$($peer:ty),+], $producers:expr) => {
+            $( $g.bench_function(<$peer as AsyncChan>::NAME, |b| {
+                b.iter_custom(|iters| {
+                    (0..iters).map(|_| tasks::throughput::<$peer>(&rt, $producers, MESSAGES / $producers, CAPACITY)).sum()
+                })
+            }); )+
+        };
+    }
+    let mut g = per_message(c, "spsc-tasks", MESSAGES);
+    async_peers!(g, [tasks::Veltrix1, tasks::TokioMpsc], 1);
+    g.finish();
+    let mut g = per_message(c, "mpsc-4p-tasks", MESSAGES);
+    async_peers!(g, [tasks::Veltrix1, tasks::TokioMpsc], 4);
+    g.finish();
+    let mut g = per_message(c, "classes-4p-tasks", MESSAGES);
+    async_peers!(g, [tasks::Veltrix1, tasks::Veltrix4, tasks::AsyncPriority], 4);
+    g.finish();
+}
+
+fn drain(c: &mut Criterion) {
+    const ROUNDS: u64 = 20;
+    let mut g = per_message(c, "drain-full", ROUNDS * CAPACITY as u64);
+    peers!(g, drain_full, [Veltrix1, Crossbeam, Flume, TokioMpsc], (CAPACITY, ROUNDS));
+    g.finish();
+}
+
 fn engine(c: &mut Criterion) {
     let mut g = per_message(c, "engine-submit-to-handler", MESSAGES);
     g.bench_function("veltrix", |b| {
@@ -111,5 +142,5 @@ fn engine(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, spsc, mpsc, mpmc, classes, batch, full, pingpong, flood, engine);
+criterion_group!(benches, spsc, mpsc, mpmc, classes, batch, full, pingpong, flood, async_tasks, drain, engine);
 criterion_main!(benches);

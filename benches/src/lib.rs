@@ -505,7 +505,7 @@ pub mod engine_path {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
     }
 
-    /// Veltrix: `submit` from one task, one worker.
+    /// Veltrix: `submit` from one task (route resolved once), one worker.
     pub fn veltrix(n: u64, capacity: usize) -> Duration {
         let rt = runtime();
         rt.block_on(async {
@@ -514,9 +514,10 @@ pub mod engine_path {
             let config = Config::builder().class(config).build().expect("config");
             let engine =
                 Engine::builder().route("r", RouteSpec::new(config), Count(done.clone())).build().expect("engine");
+            let route = engine.route_id("r").expect("registered");
             let start = Instant::now();
             for i in 0..n {
-                engine.submit(Submission::new("r", ClassId::new(0), i)).await.expect("open");
+                engine.submit(Submission::to(route, ClassId::new(0), i)).await.expect("open");
             }
             let report = engine.shutdown(Duration::from_secs(60)).await;
             assert_eq!(report.handled, n);
@@ -548,4 +549,166 @@ pub mod engine_path {
             start.elapsed()
         })
     }
+}
+
+/// The workloads as a user of an async runtime writes them: a multi-thread tokio runtime with
+/// two workers, producers and the consumer as separate tasks, each channel's async API.
+pub mod tasks {
+    use std::future::Future;
+    use std::time::{Duration, Instant};
+
+    use veltrix_engine::ClassId;
+
+    /// A bounded channel with async send and receive.
+    pub trait AsyncChan {
+        /// The name in reports.
+        const NAME: &'static str;
+        /// Sending half.
+        type Tx: Clone + Send + Sync + 'static;
+        /// Receiving half.
+        type Rx: Send + 'static;
+        /// A channel of `capacity` messages (in total, spread over classes where there are some).
+        fn channel(capacity: usize) -> (Self::Tx, Self::Rx);
+        /// Sends, waiting for room.
+        fn send(tx: &Self::Tx, v: u64) -> impl Future<Output = ()> + Send;
+        /// Receives, waiting; `None` once every sender is gone and it is drained.
+        fn recv(rx: &mut Self::Rx) -> impl Future<Output = Option<u64>> + Send;
+    }
+
+    /// Veltrix, one class.
+    #[derive(Debug)]
+    pub struct Veltrix1;
+    impl AsyncChan for Veltrix1 {
+        const NAME: &'static str = "veltrix";
+        type Tx = veltrix_engine::Sender<u64>;
+        type Rx = veltrix_engine::Receiver<u64>;
+        fn channel(capacity: usize) -> (Self::Tx, Self::Rx) {
+            veltrix_engine::channel(&super::veltrix_config(1, capacity))
+        }
+        async fn send(tx: &Self::Tx, v: u64) {
+            tx.send(v, ClassId::new(0)).await.expect("open");
+        }
+        async fn recv(rx: &mut Self::Rx) -> Option<u64> {
+            rx.recv().await.map(|d| d.event)
+        }
+    }
+
+    /// Veltrix, the four default classes; message `v` goes to class `v % 4`.
+    #[derive(Debug)]
+    pub struct Veltrix4;
+    impl AsyncChan for Veltrix4 {
+        const NAME: &'static str = "veltrix-4-classes";
+        type Tx = veltrix_engine::Sender<u64>;
+        type Rx = veltrix_engine::Receiver<u64>;
+        fn channel(capacity: usize) -> (Self::Tx, Self::Rx) {
+            veltrix_engine::channel(&super::veltrix_config(4, capacity))
+        }
+        async fn send(tx: &Self::Tx, v: u64) {
+            tx.send(v, ClassId::new((v % 4) as usize)).await.expect("open");
+        }
+        async fn recv(rx: &mut Self::Rx) -> Option<u64> {
+            rx.recv().await.map(|d| d.event)
+        }
+    }
+
+    /// `tokio::sync::mpsc` (bounded).
+    #[derive(Debug)]
+    pub struct TokioMpsc;
+    impl AsyncChan for TokioMpsc {
+        const NAME: &'static str = "tokio-mpsc";
+        type Tx = tokio::sync::mpsc::Sender<u64>;
+        type Rx = tokio::sync::mpsc::Receiver<u64>;
+        fn channel(capacity: usize) -> (Self::Tx, Self::Rx) {
+            tokio::sync::mpsc::channel(capacity)
+        }
+        async fn send(tx: &Self::Tx, v: u64) {
+            tx.send(v).await.expect("open");
+        }
+        async fn recv(rx: &mut Self::Rx) -> Option<u64> {
+            rx.recv().await
+        }
+    }
+
+    /// `async-priority-channel` with four priorities (`v % 4`, 0 most urgent).
+    #[derive(Debug)]
+    pub struct AsyncPriority;
+    impl AsyncChan for AsyncPriority {
+        const NAME: &'static str = "async-priority-channel";
+        type Tx = async_priority_channel::Sender<u64, std::cmp::Reverse<u8>>;
+        type Rx = async_priority_channel::Receiver<u64, std::cmp::Reverse<u8>>;
+        fn channel(capacity: usize) -> (Self::Tx, Self::Rx) {
+            async_priority_channel::bounded(capacity as u64)
+        }
+        async fn send(tx: &Self::Tx, v: u64) {
+            tx.send(v, std::cmp::Reverse((v % 4) as u8)).await.expect("open");
+        }
+        async fn recv(rx: &mut Self::Rx) -> Option<u64> {
+            rx.recv().await.ok().map(|(v, _)| v)
+        }
+    }
+
+    /// The runtime every async workload runs on: multi-thread, two workers.
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime")
+    }
+
+    /// `producers` tasks send `per_producer` messages each into a channel of `capacity`; one
+    /// consumer task receives them all. Returns the time from the first send to the last
+    /// receive; checks every message arrived exactly once.
+    pub fn throughput<C: AsyncChan>(
+        rt: &tokio::runtime::Runtime,
+        producers: u64,
+        per_producer: u64,
+        capacity: usize,
+    ) -> Duration {
+        rt.block_on(async {
+            let (tx, mut rx) = C::channel(capacity);
+            let start = Instant::now();
+            let consumer = tokio::spawn(async move {
+                let (mut count, mut sum) = (0u64, 0u64);
+                while let Some(v) = C::recv(&mut rx).await {
+                    count += 1;
+                    sum = sum.wrapping_add(v);
+                }
+                (count, sum)
+            });
+            for p in 0..producers {
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_producer {
+                        C::send(&tx, p * per_producer + i).await;
+                    }
+                });
+            }
+            drop(tx);
+            let (count, sum) = consumer.await.expect("consumer");
+            let elapsed = start.elapsed();
+            super::check(count, sum, producers * per_producer);
+            elapsed
+        })
+    }
+}
+
+/// Draining a full queue in batches: `rounds` times, fill a channel of `capacity` from this
+/// thread, then time how long `recv_batch` (limit 256) takes to empty it.
+pub fn drain_full<C: Chan>(capacity: usize, rounds: u64) -> Duration {
+    let (tx, rx) = C::channel(capacity);
+    let mut buf = Vec::with_capacity(256);
+    let mut total = Duration::ZERO;
+    let mut v = 0;
+    for _ in 0..rounds {
+        for _ in 0..capacity {
+            C::send(&tx, v);
+            v += 1;
+        }
+        let start = Instant::now();
+        let mut left = capacity;
+        while left > 0 {
+            buf.clear();
+            left -= C::recv_batch(&rx, &mut buf, 256.min(left));
+        }
+        total += start.elapsed();
+        std::hint::black_box(&buf);
+    }
+    total
 }

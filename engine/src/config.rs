@@ -35,6 +35,12 @@ impl ClassId {
         ClassId(index as u8)
     }
 
+    /// `ClassId::new` for an index already known to be in range (a bit of a class mask).
+    pub(crate) const fn from_index(index: usize) -> ClassId {
+        debug_assert!(index < MAX_CLASSES);
+        ClassId(index as u8)
+    }
+
     /// This class's index (0 = most critical).
     pub const fn index(self) -> usize {
         self.0 as usize

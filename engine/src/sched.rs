@@ -31,11 +31,13 @@ impl Drr {
         Drr { current: first, first, weights, deficit: 0 }
     }
 
-    /// The class DRR would serve next among the non-empty ones in `mask`.
+    /// The class DRR would serve next among the non-empty ones in `mask`: the first at or after
+    /// `current` in cyclic order over `first..n`.
     fn pick(&self, mask: u32) -> Option<usize> {
-        let n = self.weights.len();
-        let span = n - self.first;
-        (0..span).map(|k| self.first + (self.current - self.first + k) % span).find(|&c| mask & (1 << c) != 0)
+        let mine = mask & !((1u32 << self.first) - 1);
+        let from_current = mine & !((1u32 << self.current) - 1);
+        let m = if from_current != 0 { from_current } else { mine };
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
     fn served(&mut self, class: usize) {

@@ -40,6 +40,8 @@ pub(crate) struct ConsumerClass {
 pub(crate) struct Consumer {
     sched: Scheduler,
     pub(crate) classes: Box<[ConsumerClass]>,
+    /// Bit k: class k has positions taken since the last flush.
+    unreleased: u32,
 }
 
 impl Consumer {
@@ -54,16 +56,14 @@ impl Consumer {
                 stats: ClassStats::default(),
             })
             .collect();
-        Consumer { sched: Scheduler::new(config), classes }
+        Consumer { sched: Scheduler::new(config), classes, unreleased: 0 }
     }
 
     /// Bit k set: class k's next position is published.
     pub(crate) fn ready_mask<E>(&self, rings: &[Ring<Entry<E, Instant>>]) -> u32 {
         let mut mask = 0;
         for (k, (ring, c)) in rings.iter().zip(self.classes.iter()).enumerate() {
-            if ring.ready(c.next) {
-                mask |= 1 << k;
-            }
+            mask |= u32::from(ring.ready(c.next)) << k;
         }
         mask
     }
@@ -74,11 +74,13 @@ impl Consumer {
     pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow) -> Option<Pop<E, Instant>> {
         let mask = self.ready_mask(rings);
         let k = self.sched.pick(mask)?;
-        let class = ClassId::new(k);
+        // `pick` returns a bit of `mask`, and a class mask has `MAX_CLASSES` bits.
+        let class = ClassId::from_index(k);
         let c = &mut self.classes[k];
         let entry = rings[k].take(c.next);
         c.next += 1;
         c.unreleased += 1;
+        self.unreleased |= 1 << k;
         let verdict = if entry.deadline.is_some() || c.codel.is_some() {
             dequeue_verdict(entry.enqueued_at, entry.deadline, c.codel.as_mut(), now.get())
         } else {
@@ -112,15 +114,21 @@ impl Consumer {
         let entry = rings[k].take_when_ready(c.next);
         c.next += 1;
         c.unreleased += 1;
+        self.unreleased |= 1 << k;
         c.stats.count_dead(reason);
         Some(entry.dead(ClassId::new(k), reason))
     }
 
     /// Classes with positions taken since the last flush, with how many; resets them.
     pub(crate) fn flush(&mut self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.classes.iter_mut().enumerate().filter_map(|(k, c)| {
-            let n = std::mem::take(&mut c.unreleased);
-            (n > 0).then_some((k, n))
+        let mut mask = std::mem::take(&mut self.unreleased);
+        std::iter::from_fn(move || {
+            if mask == 0 {
+                return None;
+            }
+            let k = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            Some((k, std::mem::take(&mut self.classes[k].unreleased)))
         })
     }
 

@@ -1,0 +1,373 @@
+//! Concurrent stress of the channel through its public API: many producers (tasks on a
+//! multi-thread runtime, and OS threads on the blocking API) and consumers, random classes and
+//! policies, cancelled sends, dropped and filled permits, a close or a receiver drop mid-flight.
+//!
+//! Each round is seeded (xoshiro256**) and prints its seed. After each round: every event ends
+//! exactly once — delivered, dead-lettered with a reason, handed back, or cancelled by its sender
+//! — the ledger agrees with what the test saw and is conserved, and with one consumer every
+//! producer's events of a class arrive in the order sent. A watchdog turns a hang into a failure.
+//!
+//! Budget: `VELTRIX_STRESS_SECS` seconds (default 8); one round: `VELTRIX_STRESS_SEED=<seed>`.
+#![cfg(not(veltrix_loom))]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use veltrix_engine::{
+    ClassId, ClassSpec, Config, DeadLetter, DeadLetterReason, OverloadPolicy, Receiver, SchedulerMode, SendError,
+    Sender, TrySendError, channel_with_sink,
+};
+use veltrix_sim::rng::Xoshiro256;
+
+/// How one event ended, as the test saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    Delivered,
+    Dead(DeadLetterReason),
+    Returned,
+    Cancelled,
+}
+
+#[derive(Default)]
+struct Seen {
+    ends: BTreeMap<u64, Vec<End>>,
+    returned: [u64; 3],
+}
+
+impl Seen {
+    fn end(&mut self, id: u64, end: End) {
+        self.ends.entry(id).or_default().push(end);
+    }
+}
+
+type Shared = Arc<Mutex<Seen>>;
+
+fn id(producer: u64, seq: u64) -> u64 {
+    producer << 32 | seq
+}
+
+fn pick(rng: &mut Xoshiro256, n: u64) -> u64 {
+    rng.next_u64() % n
+}
+
+struct Round {
+    seed: u64,
+    config: Config,
+    producers: u64,
+    threads: u64,
+    per_producer: u64,
+    consumers: usize,
+    /// After how many microseconds the controller closes the channel or drops its receivers.
+    disrupt: Option<(Duration, bool)>,
+}
+
+impl Round {
+    fn new(seed: u64) -> Round {
+        let mut rng = Xoshiro256::seed(seed);
+        let classes = 1 + pick(&mut rng, 4) as usize;
+        let config = (0..classes)
+            .fold(Config::builder(), |b, k| {
+                let policy = match pick(&mut rng, 4) {
+                    0 => OverloadPolicy::Reject,
+                    1 => OverloadPolicy::ShedOldest,
+                    _ => OverloadPolicy::Backpressure,
+                };
+                let spec = ClassSpec::new(format!("c{k}"), 1 + pick(&mut rng, 16) as usize)
+                    .with_policy(policy)
+                    .with_weight(1 + pick(&mut rng, 4) as u32);
+                b.class(spec)
+            })
+            .scheduler(match pick(&mut rng, 3) {
+                0 => SchedulerMode::Strict,
+                1 => SchedulerMode::Drr,
+                _ => SchedulerMode::default(),
+            })
+            .build()
+            .expect("valid config");
+        let disrupt = match pick(&mut rng, 4) {
+            0 => Some((Duration::from_micros(pick(&mut rng, 3_000)), false)),
+            1 => Some((Duration::from_micros(pick(&mut rng, 3_000)), true)),
+            _ => None,
+        };
+        Round {
+            seed,
+            config,
+            producers: 1 + pick(&mut rng, 6),
+            threads: pick(&mut rng, 3),
+            per_producer: 200 + pick(&mut rng, 2_000),
+            consumers: 1 + pick(&mut rng, 3) as usize,
+            disrupt,
+        }
+    }
+}
+
+/// One producer's life: random classes and ways of sending; every event's end is recorded.
+async fn produce(tx: Sender<u64>, p: u64, n: u64, classes: usize, seed: u64, seen: Shared) {
+    let mut rng = Xoshiro256::seed(seed ^ (p + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for seq in 0..n {
+        let ev = id(p, seq);
+        let class = ClassId::new(pick(&mut rng, classes as u64) as usize);
+        let end = match pick(&mut rng, 10) {
+            0..=2 => match tx.try_send(ev, class) {
+                Ok(()) => None,
+                Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
+            },
+            3..=6 => match tx.send(ev, class).await {
+                Ok(()) => None,
+                Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
+            },
+            7 => match tokio::time::timeout(Duration::from_micros(pick(&mut rng, 50)), tx.send(ev, class)).await {
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
+                Err(_) => {
+                    seen.lock().unwrap().end(ev, End::Cancelled);
+                    continue;
+                }
+            },
+            8 => match tx.reserve(class).await {
+                Ok(permit) => {
+                    permit.send(ev);
+                    None
+                }
+                Err(e) => Some((ev, refusal(&TrySendErrorKind::from(e)))),
+            },
+            _ => {
+                // A permit taken and dropped unused, then the event offered again without waiting.
+                // (A refused reservation counts as a refused offer in the ledger.)
+                match tx.try_reserve(class) {
+                    Ok(permit) => drop(permit),
+                    Err(e) => seen.lock().unwrap().returned[refusal(&TrySendErrorKind::from(e))] += 1,
+                }
+                match tx.try_send(ev, class) {
+                    Ok(()) => None,
+                    Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
+                }
+            }
+        };
+        if let Some((ev, kind)) = end {
+            let mut s = seen.lock().unwrap();
+            s.end(ev, End::Returned);
+            s.returned[kind] += 1;
+        }
+        if pick(&mut rng, 64) == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
+/// The refusal kinds the ledger counts apart.
+enum TrySendErrorKind {
+    Full,
+    Closed,
+    Rejected,
+}
+
+impl<E> From<&TrySendError<E>> for TrySendErrorKind {
+    fn from(e: &TrySendError<E>) -> Self {
+        match e {
+            TrySendError::Full(_) => TrySendErrorKind::Full,
+            TrySendError::Closed(_) => TrySendErrorKind::Closed,
+            _ => TrySendErrorKind::Rejected,
+        }
+    }
+}
+
+impl<E> From<&SendError<E>> for TrySendErrorKind {
+    fn from(e: &SendError<E>) -> Self {
+        match e {
+            SendError::Closed(_) => TrySendErrorKind::Closed,
+            _ => TrySendErrorKind::Rejected,
+        }
+    }
+}
+
+impl From<veltrix_engine::ReserveError> for TrySendErrorKind {
+    fn from(e: veltrix_engine::ReserveError) -> Self {
+        match e {
+            veltrix_engine::ReserveError::Full => TrySendErrorKind::Full,
+            veltrix_engine::ReserveError::Closed => TrySendErrorKind::Closed,
+            _ => TrySendErrorKind::Rejected,
+        }
+    }
+}
+
+fn refusal(kind: &TrySendErrorKind) -> usize {
+    match kind {
+        TrySendErrorKind::Full => 0,
+        TrySendErrorKind::Closed => 1,
+        TrySendErrorKind::Rejected => 2,
+    }
+}
+
+/// One consumer: receives until the end, in a random mix of ways. Records each delivery at once
+/// (it may be aborted at any await) and returns the order it received in.
+async fn consume(rx: Receiver<u64>, seed: u64, seen: Shared) -> Vec<(u64, ClassId)> {
+    let mut rng = Xoshiro256::seed(seed);
+    let mut got = Vec::new();
+    let mut buf = Vec::new();
+    let record = |got: &mut Vec<(u64, ClassId)>, ev: u64, class: ClassId| {
+        seen.lock().unwrap().end(ev, End::Delivered);
+        got.push((ev, class));
+    };
+    loop {
+        match pick(&mut rng, 3) {
+            0 => match rx.recv().await {
+                Some(d) => record(&mut got, d.event, d.class),
+                None => return got,
+            },
+            1 => {
+                if rx.recv_many(&mut buf, 1 + pick(&mut rng, 16) as usize).await == 0 {
+                    return got;
+                }
+                for d in buf.drain(..) {
+                    record(&mut got, d.event, d.class);
+                }
+            }
+            _ => match rx.try_recv() {
+                Ok(d) => record(&mut got, d.event, d.class),
+                Err(veltrix_engine::TryRecvError::Closed) => return got,
+                Err(_) => tokio::task::yield_now().await,
+            },
+        }
+    }
+}
+
+fn run_round(round: &Round) {
+    let seen: Shared = Arc::default();
+    let sink_seen = seen.clone();
+    let (tx, rx) = channel_with_sink(&round.config, move |d: DeadLetter<u64>| {
+        sink_seen.lock().unwrap().end(d.event, End::Dead(d.reason))
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let classes = round.config.len();
+    let single_consumer = round.consumers == 1;
+    let logs = rt.block_on(async {
+        let watchdog = tokio::time::timeout(Duration::from_secs(60), async {
+            let consumers: Vec<_> = (0..round.consumers)
+                .map(|c| tokio::spawn(consume(rx.clone(), round.seed ^ c as u64, seen.clone())))
+                .collect();
+            let observer = tx.clone();
+            let mut producers = Vec::new();
+            for p in 0..round.producers {
+                let (tx, seen) = (tx.clone(), seen.clone());
+                producers.push(tokio::spawn(produce(tx, p, round.per_producer, classes, round.seed, seen)));
+            }
+            let threads: Vec<_> = (0..round.threads)
+                .map(|t| {
+                    let (tx, seen) = (tx.clone(), seen.clone());
+                    let p = round.producers + t;
+                    let n = round.per_producer;
+                    std::thread::spawn(move || {
+                        for seq in 0..n {
+                            let ev = id(p, seq);
+                            let class = ClassId::new((seq % classes as u64) as usize);
+                            if let Err(e) = tx.send_blocking(ev, class) {
+                                let kind = refusal(&TrySendErrorKind::from(&e));
+                                let mut s = seen.lock().unwrap();
+                                s.end(e.into_inner(), End::Returned);
+                                s.returned[kind] += 1;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            drop(tx);
+            let mut keep_rx = Some(rx);
+            if let Some((after, drop_receivers)) = round.disrupt {
+                tokio::time::sleep(after).await;
+                if drop_receivers {
+                    for c in &consumers {
+                        c.abort();
+                    }
+                    keep_rx = None;
+                } else {
+                    observer.close();
+                }
+            }
+            for p in producers {
+                p.await.unwrap();
+            }
+            for t in threads {
+                tokio::task::spawn_blocking(move || t.join().unwrap()).await.unwrap();
+            }
+            observer.close();
+            let mut logs = Vec::new();
+            for c in consumers {
+                match c.await {
+                    Ok(log) => logs.push(log),
+                    Err(e) => assert!(e.is_cancelled(), "consumer failed: {e}"),
+                }
+            }
+            if let Some(rx) = &keep_rx {
+                rx.check_invariants();
+            }
+            let stats = observer.stats();
+            drop(keep_rx);
+            (logs, stats, observer)
+        });
+        watchdog.await.unwrap_or_else(|_| panic!("round with seed {} hung for 60 s (deadlock?)", round.seed))
+    });
+    let (logs, stats, observer) = logs;
+    // An aborted consumer's receiver is dropped with its task: the backlog went to the sink.
+    let final_stats = observer.stats();
+    drop(observer);
+
+    let seen = seen.lock().unwrap();
+    let total = round.per_producer * (round.producers + round.threads);
+    let delivered = seen.ends.values().filter(|e| e[0] == End::Delivered).count() as u64;
+    assert_eq!(seen.ends.len() as u64, total, "every event has an end");
+    for (ev, ends) in &seen.ends {
+        assert_eq!(ends.len(), 1, "event {ev:#x} ended {ends:?}");
+    }
+    let t = final_stats.total();
+    assert!(t.conserved(), "ledger not conserved: {t:?}");
+    for s in stats.classes() {
+        assert!(s.conserved(), "mid-run snapshot not conserved: {s:?}");
+    }
+    let dead = |r| seen.ends.values().filter(|e| e[0] == End::Dead(r)).count() as u64;
+    for r in DeadLetterReason::ALL {
+        assert_eq!(t.dead(r), dead(r), "{r}: ledger vs sink");
+    }
+    assert_eq!(t.delivered, delivered, "delivered: ledger vs consumers");
+    assert_eq!([t.rejected_full, t.rejected_closed, t.rejected_policy], seen.returned, "refusals: ledger vs senders");
+    assert_eq!(t.queued, 0, "nothing left queued");
+    if single_consumer && logs.len() == 1 {
+        let mut last: BTreeMap<(u64, ClassId), u64> = BTreeMap::new();
+        for (ev, class) in &logs[0] {
+            let (p, seq) = (ev >> 32, ev & 0xFFFF_FFFF);
+            if let Some(prev) = last.insert((p, *class), seq) {
+                assert!(prev < seq, "producer {p} class {class:?}: {seq} after {prev}");
+            }
+        }
+    }
+}
+
+#[test]
+fn random_rounds_lose_nothing_and_keep_every_promise() {
+    if let Some(seed) = std::env::var("VELTRIX_STRESS_SEED").ok().and_then(|s| s.parse().ok()) {
+        run_round(&Round::new(seed));
+        return;
+    }
+    let secs = std::env::var("VELTRIX_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let start = Instant::now();
+    let first = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
+    let mut rounds = 0;
+    while start.elapsed() < Duration::from_secs(secs) {
+        let seed = first.wrapping_add(rounds);
+        let round = Round::new(seed);
+        eprintln!(
+            "stress round {rounds}: seed {seed} ({} producers + {} threads × {}, {} consumers, {} classes, disrupt {:?}); \
+             reproduce: VELTRIX_STRESS_SEED={seed} cargo test -p veltrix-verify --test stress",
+            round.producers,
+            round.threads,
+            round.per_producer,
+            round.consumers,
+            round.config.len(),
+            round.disrupt
+        );
+        run_round(&round);
+        rounds += 1;
+    }
+    eprintln!("stress: {rounds} rounds in {:.1} s, no violation", start.elapsed().as_secs_f64());
+}
