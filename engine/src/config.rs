@@ -184,6 +184,7 @@ impl ClassSpec {
 pub struct Config {
     classes: Vec<ClassSpec>,
     scheduler: SchedulerMode,
+    record_enqueue_times: bool,
 }
 
 impl Default for Config {
@@ -198,7 +199,7 @@ impl Default for Config {
 impl Config {
     /// A builder with no classes: adding none gives the default four.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder { classes: Vec::new(), scheduler: SchedulerMode::default() }
+        ConfigBuilder { classes: Vec::new(), scheduler: SchedulerMode::default(), record_enqueue_times: false }
     }
 
     /// The classes, most critical first.
@@ -209,6 +210,24 @@ impl Config {
     /// The scheduler mode.
     pub fn scheduler(&self) -> SchedulerMode {
         self.scheduler
+    }
+
+    /// Whether every send reads the clock to record its enqueue time (see
+    /// [`ConfigBuilder::record_enqueue_times`]).
+    pub fn records_enqueue_times(&self) -> bool {
+        self.record_enqueue_times
+    }
+
+    /// Whether sends to `class` read the clock: to record the enqueue time, for a default
+    /// deadline, or for CoDel's sojourn.
+    pub(crate) fn stamps(&self, class: &ClassSpec) -> bool {
+        self.record_enqueue_times || class.deadline.is_some() || class.codel.is_some()
+    }
+
+    /// This configuration with enqueue times recorded (the engine's queues: latency histograms).
+    pub(crate) fn recording_enqueue_times(mut self) -> Config {
+        self.record_enqueue_times = true;
+        self
     }
 
     /// Looks a class up by name.
@@ -286,6 +305,7 @@ impl Config {
 pub struct ConfigBuilder {
     classes: Vec<ClassSpec>,
     scheduler: SchedulerMode,
+    record_enqueue_times: bool,
 }
 
 impl ConfigBuilder {
@@ -301,6 +321,14 @@ impl ConfigBuilder {
         self
     }
 
+    /// Makes every send record its enqueue time ([`Delivery::enqueued_at`](crate::Delivery)),
+    /// at the cost of a clock read per send. Off by default: then only classes that need the
+    /// time (a default deadline, CoDel) read the clock. The engine's queues always record it.
+    pub fn record_enqueue_times(mut self, record: bool) -> ConfigBuilder {
+        self.record_enqueue_times = record;
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// With no class added, the default four criticality levels are used.
@@ -311,7 +339,7 @@ impl ConfigBuilder {
     pub fn build(self) -> Result<Config, BuildError> {
         let classes = if self.classes.is_empty() { default_classes() } else { self.classes };
         validate(&classes, self.scheduler)?;
-        Ok(Config { classes, scheduler: self.scheduler })
+        Ok(Config { classes, scheduler: self.scheduler, record_enqueue_times: self.record_enqueue_times })
     }
 
     /// Validates exactly the classes given, without substituting the defaults for an empty list.
@@ -321,7 +349,7 @@ impl ConfigBuilder {
     /// As [`ConfigBuilder::build`], plus [`BuildError::NoClasses`] for an empty list.
     pub fn build_exact(self) -> Result<Config, BuildError> {
         validate(&self.classes, self.scheduler)?;
-        Ok(Config { classes: self.classes, scheduler: self.scheduler })
+        Ok(Config { classes: self.classes, scheduler: self.scheduler, record_enqueue_times: self.record_enqueue_times })
     }
 }
 

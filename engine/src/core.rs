@@ -36,8 +36,11 @@ pub struct Delivery<E, T = tokio::time::Instant> {
     pub event: E,
     /// Its class.
     pub class: ClassId,
-    /// When it was enqueued.
-    pub enqueued_at: T,
+    /// When it was enqueued, if the channel records enqueue times: always for a class with a
+    /// default deadline or CoDel, on the engine's queues, and on a channel whose configuration
+    /// asks for them ([`ConfigBuilder::record_enqueue_times`](crate::ConfigBuilder::record_enqueue_times)).
+    /// Elsewhere sends skip the clock read (a large share of a send's cost) and this is `None`.
+    pub enqueued_at: Option<T>,
     /// When it expires, if it has a deadline.
     pub deadline: Option<T>,
 }
@@ -59,8 +62,8 @@ pub struct DeadLetter<E, T = tokio::time::Instant> {
     pub class: ClassId,
     /// Why it was dead-lettered.
     pub reason: DeadLetterReason,
-    /// When it had been enqueued.
-    pub enqueued_at: T,
+    /// When it had been enqueued, if recorded (see [`Delivery::enqueued_at`]).
+    pub enqueued_at: Option<T>,
 }
 
 /// What one [`Core::pop`] step produced.
@@ -76,14 +79,16 @@ pub enum Pop<E, T = tokio::time::Instant> {
 #[derive(Debug)]
 pub(crate) struct Entry<E, T> {
     pub(crate) event: E,
-    pub(crate) enqueued_at: T,
+    pub(crate) enqueued_at: Option<T>,
     pub(crate) deadline: Option<T>,
 }
 
 impl<E, T: Timestamp> Entry<E, T> {
-    /// An event committed at `now`: its deadline is `deadline`, else `now + class_deadline`.
-    pub(crate) fn new(event: E, deadline: Option<T>, class_deadline: Option<Duration>, now: T) -> Entry<E, T> {
-        Entry { event, enqueued_at: now, deadline: deadline.or_else(|| class_deadline.map(|d| now.after(d))) }
+    /// An event committed at `now` (if the time was read): its deadline is `deadline`, else
+    /// `now + class_deadline` (a class with a default deadline always reads the time).
+    pub(crate) fn new(event: E, deadline: Option<T>, class_deadline: Option<Duration>, now: Option<T>) -> Entry<E, T> {
+        let deadline = deadline.or_else(|| Some(now?.after(class_deadline?)));
+        Entry { event, enqueued_at: now, deadline }
     }
 
     pub(crate) fn deliver(self, class: ClassId) -> Delivery<E, T> {
@@ -126,14 +131,14 @@ pub(crate) fn admission(closed: bool, admissible: bool, policy: OverloadPolicy) 
 /// The dequeue rule, shared by the core and the channel: a head event past its deadline expires;
 /// otherwise CoDel (if configured) judges its sojourn; `None` means deliver it.
 pub(crate) fn dequeue_verdict<T: Timestamp>(
-    enqueued_at: T,
+    enqueued_at: Option<T>,
     deadline: Option<T>,
     codel: Option<&mut CodelState<T>>,
     now: T,
 ) -> Option<DeadLetterReason> {
     if deadline.is_some_and(|d| d <= now) {
         Some(DeadLetterReason::Expired)
-    } else if codel.is_some_and(|codel| codel.should_shed(now.since(enqueued_at), now)) {
+    } else if codel.zip(enqueued_at).is_some_and(|(codel, at)| codel.should_shed(now.since(at), now)) {
         Some(DeadLetterReason::Codel)
     } else {
         None
@@ -310,7 +315,7 @@ impl<E, T: Timestamp> Core<E, T> {
         let c = &mut self.classes[class.index()];
         c.stats.offered += 1;
         c.stats.accepted += 1;
-        let entry = Entry::new(event, deadline, c.deadline, now);
+        let entry = Entry::new(event, deadline, c.deadline, Some(now));
         let out = if abandoned {
             c.stats.count_dead(DeadLetterReason::Closed);
             Some(entry.dead(class, DeadLetterReason::Closed))

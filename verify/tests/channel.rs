@@ -195,3 +195,32 @@ async fn close_lets_permits_and_backlog_drain_then_ends() {
 fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f)
 }
+
+/// Sends read the clock only where a decision or the caller needs the time: a class with a
+/// default deadline or CoDel, or a configuration that asks for enqueue times.
+#[tokio::test(start_paused = true)]
+async fn enqueue_times_are_recorded_where_needed() {
+    let config = classes([
+        ClassSpec::new("plain", 4),
+        ClassSpec::new("deadline", 4).with_deadline(Duration::from_millis(50)),
+        ClassSpec::new("codel", 4).with_codel(Duration::from_millis(5), Duration::from_millis(100)),
+    ]);
+    let (tx, rx) = channel::<u32>(&config);
+    let sent_at = tokio::time::Instant::now();
+    for k in 0..3 {
+        tx.try_send(k, ClassId::new(k as usize)).unwrap();
+    }
+    let mut seen = Vec::new();
+    while let Ok(d) = rx.try_recv() {
+        seen.push((d.event, d.enqueued_at));
+    }
+    seen.sort_by_key(|(e, _)| *e);
+    assert_eq!(seen, [(0, None), (1, Some(sent_at)), (2, Some(sent_at))]);
+
+    let recording = Config::builder().class(ClassSpec::new("plain", 4)).record_enqueue_times(true).build().unwrap();
+    assert!(recording.records_enqueue_times() && !config.records_enqueue_times());
+    let (tx, rx) = channel::<u32>(&recording);
+    tx.try_send(7, ClassId::new(0)).unwrap();
+    tokio::time::advance(Duration::from_millis(3)).await;
+    assert_eq!(rx.try_recv().unwrap().enqueued_at, Some(sent_at));
+}

@@ -103,8 +103,13 @@ pub(crate) struct Shared<E> {
     rings: Box<[Ring<Entry<E, Instant>>]>,
     policies: Box<[OverloadPolicy]>,
     deadlines: Box<[Option<Duration>]>,
+    /// Whether sends to class k read the clock ([`Config::stamps`]).
+    stamps: Box<[bool]>,
     full: CachePadded<AtomicU32>,
     rx_waiting: CachePadded<AtomicBool>,
+    /// Set (after every ring's `CLOSED` flag) by a close: lets an idle receiver learn the
+    /// channel is open without reading the producers' `tail` words.
+    closed: AtomicBool,
     consumer: Mutex<Consumer>,
     /// Lists `0..n`: senders waiting for class j itself; `n..2n`: senders of less critical
     /// classes waiting for class j to stop being full; `2n`: receivers.
@@ -122,8 +127,10 @@ impl<E> Shared<E> {
             rings: config.classes().iter().map(|c| Ring::new(c.capacity)).collect(),
             policies: config.classes().iter().map(|c| c.policy).collect(),
             deadlines: config.classes().iter().map(|c| c.deadline).collect(),
+            stamps: config.classes().iter().map(|c| config.stamps(c)).collect(),
             full: CachePadded(AtomicU32::new(0)),
             rx_waiting: CachePadded(AtomicBool::new(false)),
+            closed: AtomicBool::new(false),
             consumer: Mutex::new(Consumer::new(config)),
             waiters: Mutex::new(Waiters::new(2 * n + 1)),
             refused: (0..n).map(|_| Refusals::new()).collect(),
@@ -295,9 +302,14 @@ impl<E> Shared<E> {
 
     // ---- producing ----
 
+    /// The time for an event of class `k`, if that class reads the clock.
+    fn now(&self, k: usize) -> Option<Instant> {
+        self.stamps[k].then(Instant::now)
+    }
+
     /// Writes a claimed position of class `k` and wakes a receiver if one sleeps.
     pub(crate) fn write(&self, k: usize, pos: u32, event: E, deadline: Option<Instant>) {
-        let entry = Entry::new(event, deadline, self.deadlines[k], Instant::now());
+        let entry = Entry::new(event, deadline, self.deadlines[k], self.now(k));
         self.rings[k].write(pos, entry);
         if self.rx_waiting.load(Acquire) {
             self.wake_receiver();
@@ -318,7 +330,7 @@ impl<E> Shared<E> {
             }
             None => {
                 self.refused[k].closed_commits.fetch_add(1, Relaxed);
-                let entry = Entry::new(event, deadline, self.deadlines[k], Instant::now());
+                let entry = Entry::new(event, deadline, self.deadlines[k], self.now(k));
                 self.dead_letter(Some(entry.dead(ClassId::new(k), DeadLetterReason::Closed)));
             }
         }
@@ -356,7 +368,7 @@ impl<E> Shared<E> {
     }
 
     fn drained(&self, c: &Consumer) -> bool {
-        self.rings.iter().zip(c.classes.iter()).all(|(r, c)| r.drained(c.next))
+        self.closed.load(Acquire) && self.rings.iter().zip(c.classes.iter()).all(|(r, c)| r.drained(c.next))
     }
 
     /// Applies `settle`'s completions, then pops up to `limit` deliveries into `out` (dead
@@ -485,7 +497,8 @@ impl<E> Shared<E> {
         if !self.rx_waiting.load(Acquire) {
             return;
         }
-        let ready = self.rings.iter().any(|r| r.len() > 0 || r.drained(r.head().0));
+        let closed = self.closed.load(Acquire);
+        let ready = self.rings.iter().any(|r| r.len() > 0 || (closed && r.drained(r.head().0)));
         if ready {
             self.wake_receiver();
         }
@@ -552,6 +565,7 @@ impl<E> Shared<E> {
         for ring in self.rings.iter() {
             ring.close(false);
         }
+        self.closed.store(true, Release);
         self.wake_everyone();
     }
 
@@ -569,6 +583,7 @@ impl<E> Shared<E> {
         for ring in self.rings.iter() {
             ring.close(true);
         }
+        self.closed.store(true, Release);
         self.wake_everyone();
         self.drain_backlog(DeadLetterReason::Closed);
     }

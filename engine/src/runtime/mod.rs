@@ -307,7 +307,9 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
             let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
                 .map(|_| {
                     let (sink, telemetry) = (sink.clone(), telemetry.clone());
-                    channel_with_sink(&spec.classes, move |d: DeadLetter<Routed<E>>| {
+                    // Latency histograms and handlers' contexts need every enqueue time.
+                    let classes = spec.classes.clone().recording_enqueue_times();
+                    channel_with_sink(&classes, move |d: DeadLetter<Routed<E>>| {
                         telemetry.dead_lettered(d.class.index(), d.reason);
                         sink.dead_letter(d)
                     })

@@ -68,7 +68,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
                 let (completion, retries) = if self.stop.is_set() {
                     (Completion::DeadLettered(DeadLetterReason::Shutdown), 0)
                 } else {
-                    self.attempts(delivery).await
+                    self.attempts(delivery, dequeued_at).await
                 };
                 done_at = Instant::now();
                 let delivery = batch.queue.pop_front().expect("front exists");
@@ -81,7 +81,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
 
     /// Runs attempts until one succeeds, fails for good, the retries or the deadline run out, or
     /// the engine stops. Returns the completion and the number of retries.
-    async fn attempts(&self, d: &Delivery<Routed<E>>) -> (Completion, u32) {
+    async fn attempts(&self, d: &Delivery<Routed<E>>, dequeued_at: Instant) -> (Completion, u32) {
         // It may have waited behind the rest of its batch: no first attempt at or past the deadline.
         if d.deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             return (Completion::DeadLettered(DeadLetterReason::Expired), 0);
@@ -92,7 +92,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
                 class: d.class,
                 key: d.event.key,
                 attempt,
-                enqueued_at: d.enqueued_at,
+                enqueued_at: enqueued_at(d, dequeued_at),
                 deadline: d.deadline,
             };
             let retries = attempt - 1;
@@ -155,8 +155,8 @@ impl<E, H> Batch<'_, E, H> {
         self.settle.push(Completed { class: d.class, completion, retries });
         self.samples.push(Sample {
             class: d.class.index(),
-            sojourn: dequeued_at.saturating_duration_since(d.enqueued_at),
-            end_to_end: done_at.saturating_duration_since(d.enqueued_at),
+            sojourn: dequeued_at.saturating_duration_since(enqueued_at(&d, dequeued_at)),
+            end_to_end: done_at.saturating_duration_since(enqueued_at(&d, dequeued_at)),
             completion,
             retries,
         });
@@ -186,6 +186,11 @@ impl<E, H> Drop for Batch<'_, E, H> {
         }
         self.record();
     }
+}
+
+/// The engine's queues record every enqueue time; the dequeue time stands in should one lack it.
+fn enqueued_at<E>(d: &Delivery<E>, dequeued_at: Instant) -> Instant {
+    d.enqueued_at.unwrap_or(dequeued_at)
 }
 
 /// Which of two futures finished first.
