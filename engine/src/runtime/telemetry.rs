@@ -3,7 +3,8 @@
 //! per route and class when the engine is built, so recording allocates nothing.
 
 use std::sync::Mutex;
-use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::stats::Latencies;
 use crate::config::Config;
@@ -13,8 +14,8 @@ use crate::ledger::{Completion, DeadLetterReason};
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sample {
     pub(crate) class: usize,
-    pub(crate) sojourn: Duration,
-    pub(crate) end_to_end: Duration,
+    pub(crate) enqueued_at: Instant,
+    pub(crate) dequeued_at: Instant,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) completion: Completion,
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
@@ -43,16 +44,19 @@ impl RouteTelemetry {
         }
     }
 
-    /// A worker's completed events: latencies, outcomes, retries. Empties `samples`.
-    pub(crate) fn record(&self, worker: usize, samples: &mut Vec<Sample>) {
+    /// A worker's batch of completed events, done at `done_at`: latencies, outcomes, retries.
+    /// Empties `samples`.
+    pub(crate) fn record(&self, worker: usize, samples: &mut Vec<Sample>, done_at: Instant) {
         if samples.is_empty() {
             return;
         }
         let mut row = self.latencies[worker].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for s in samples.drain(..) {
-            row[s.class].record(s.sojourn, s.end_to_end);
+            let sojourn = s.dequeued_at.saturating_duration_since(s.enqueued_at);
+            let end_to_end = done_at.saturating_duration_since(s.enqueued_at);
+            row[s.class].record(sojourn, end_to_end);
             #[cfg(feature = "metrics")]
-            self.metrics[s.class].completed(s.sojourn, s.end_to_end, s.completion, s.retries);
+            self.metrics[s.class].completed(sojourn, end_to_end, s.completion, s.retries);
         }
     }
 
