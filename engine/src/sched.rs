@@ -7,6 +7,7 @@ use crate::config::{Config, SchedulerMode};
 #[derive(Debug)]
 pub(crate) struct Scheduler {
     mode: Mode,
+    classes: usize,
 }
 
 #[derive(Debug)]
@@ -31,13 +32,11 @@ impl Drr {
         Drr { current: first, first, weights, deficit: 0 }
     }
 
-    /// The class DRR would serve next among the non-empty ones in `mask`: the first at or after
-    /// `current` in cyclic order over `first..n`.
-    fn pick(&self, mask: u32) -> Option<usize> {
-        let mine = mask & !((1u32 << self.first) - 1);
-        let from_current = mine & !((1u32 << self.current) - 1);
-        let m = if from_current != 0 { from_current } else { mine };
-        (m != 0).then(|| m.trailing_zeros() as usize)
+    /// The class DRR would serve next among the non-empty ones: the first at or after `current`
+    /// in cyclic order over `first..n`. Asks `ready` in that order and stops at the first yes.
+    fn pick(&self, ready: &mut impl FnMut(usize) -> bool) -> Option<usize> {
+        let n = self.weights.len();
+        (self.current..n).chain(self.first..self.current).find(|&k| ready(k))
     }
 
     fn served(&mut self, class: usize) {
@@ -64,20 +63,27 @@ impl Scheduler {
                 Mode::Capped { drr: Drr::new(weights, 1), quota, window, pos: 0, used: 0 }
             }
         };
-        Scheduler { mode }
+        Scheduler { mode, classes: config.len() }
     }
 
     /// The class to serve next, given the non-empty classes as a bitmask; `None` if `mask == 0`.
     pub(crate) fn pick(&self, mask: u32) -> Option<usize> {
-        if mask == 0 {
-            return None;
-        }
+        self.pick_by(|k| mask & (1 << k) != 0)
+    }
+
+    /// The class to serve next, asking `ready(k)` whether class `k` has an event, in the
+    /// scheduler's order of preference and only until one answers yes (the channel's receiver
+    /// then reads one slot stamp per pick instead of one per class).
+    pub(crate) fn pick_by(&self, mut ready: impl FnMut(usize) -> bool) -> Option<usize> {
         match &self.mode {
-            Mode::Strict => Some(mask.trailing_zeros() as usize),
-            Mode::Drr(drr) => drr.pick(mask),
+            Mode::Strict => (0..self.classes).find(|&k| ready(k)),
+            Mode::Drr(drr) => drr.pick(&mut ready),
             Mode::Capped { drr, quota, used, .. } => {
-                let tier_ready = mask & 1 != 0;
-                if tier_ready && (used < quota || mask == 1) { Some(0) } else { drr.pick(mask & !1) }
+                // The tier first while under its quota; past it, only when nobody else waits.
+                if used < quota && ready(0) {
+                    return Some(0);
+                }
+                drr.pick(&mut ready).or_else(|| (used >= quota && ready(0)).then_some(0))
             }
         }
     }

@@ -59,21 +59,12 @@ impl Consumer {
         Consumer { sched: Scheduler::new(config), classes, unreleased: 0 }
     }
 
-    /// Bit k set: class k's next position is published.
-    pub(crate) fn ready_mask<E>(&self, rings: &[Ring<Entry<E, Instant>>]) -> u32 {
-        let mut mask = 0;
-        for (k, (ring, c)) in rings.iter().zip(self.classes.iter()).enumerate() {
-            mask |= u32::from(ring.ready(c.next)) << k;
-        }
-        mask
-    }
-
     /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired,
     /// or shed by CoDel), or `None` when no class has a published event. The position taken
     /// stays unreleased until [`Consumer::flush`].
     pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow) -> Option<Pop<E, Instant>> {
-        let mask = self.ready_mask(rings);
-        let k = self.sched.pick(mask)?;
+        let classes = &self.classes;
+        let k = self.sched.pick_by(|k| rings[k].ready(classes[k].next))?;
         // `pick` returns a bit of `mask`, and a class mask has `MAX_CLASSES` bits.
         let class = ClassId::from_index(k);
         let c = &mut self.classes[k];

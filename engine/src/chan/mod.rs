@@ -93,9 +93,10 @@ impl<E> Drop for WaitGuard<'_, E> {
 /// How often the blocking API retries before it parks the thread: the other side of a busy
 /// channel usually answers within a microsecond, far sooner than a futex round trip.
 #[cfg(not(veltrix_loom))]
-const BLOCKING_TRIES: u32 = 16;
+const BLOCKING_TRIES: u32 = 10;
 
-/// Backs off between blocking retries: spins, then yields the CPU.
+/// Backs off between blocking retries: spins twice as long each time (about 63 `spin_loop`
+/// hints in all), then yields the CPU a few times before the caller parks.
 #[cfg(not(veltrix_loom))]
 fn backoff(attempt: u32) {
     if attempt < 6 {
