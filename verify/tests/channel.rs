@@ -224,3 +224,29 @@ async fn enqueue_times_are_recorded_where_needed() {
     tokio::time::advance(Duration::from_millis(3)).await;
     assert_eq!(rx.try_recv().unwrap().enqueued_at, Some(sent_at));
 }
+
+/// A dead letter handed to a slow sink during a receive must not make the receive use a time
+/// read before the sink ran: the clock is read again after every sink call, so an event whose
+/// deadline passed while the sink worked is expired, not delivered late. (With one time read per
+/// receive, event 2 came out ~20 ms past its deadline.)
+#[test]
+fn a_slow_sink_does_not_let_a_later_event_out_past_its_deadline() {
+    use std::time::Instant as StdInstant;
+    let config = classes([ClassSpec::new("c", 8)]);
+    let (dead, record) = sink::<u32>();
+    let (tx, rx) = channel_with_sink(&config, move |d: DeadLetter<u32>| {
+        std::thread::sleep(Duration::from_millis(30));
+        record(d)
+    });
+    let c = ClassId::new(0);
+    let t = tokio::time::Instant::now();
+    tx.try_send_with_deadline(1, c, Some(t + Duration::from_millis(1))).unwrap();
+    tx.try_send_with_deadline(2, c, Some(t + Duration::from_millis(10))).unwrap();
+    std::thread::sleep(Duration::from_millis(2));
+    let started = StdInstant::now();
+    let got = rx.try_recv();
+    assert!(started.elapsed() >= Duration::from_millis(30), "the sink ran during the receive");
+    assert_eq!(got.err(), Some(veltrix_engine::TryRecvError::Empty), "2 expired while the sink slept");
+    let dead: Vec<_> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(dead, [(1, DeadLetterReason::Expired), (2, DeadLetterReason::Expired)]);
+}

@@ -6,7 +6,7 @@
 //! |---|---|---|
 //! | each class's ring ([`Ring`]): `tail` word, slots | producers | none (one CAS per claim) |
 //! | each ring's `head` word | the consumer (and a sender setting `WAITING`) | none |
-//! | `full` (bit k: class k published full) | a producer that fills a class; whoever frees it | none |
+//! | `full` (bit k: class k published full) | a producer that fills a class; one that finds the bit stale | none |
 //! | [`Consumer`]: scheduler, CoDel, next positions, receiver-side ledger | receivers | consumer lock |
 //! | refusal counters | producers, only when refusing | none |
 //! | wait lists | whoever sleeps or wakes | wait-list lock, slow path only |
@@ -22,11 +22,12 @@
 //! only by CAS, so of two producers racing for its last slot exactly one wins and the other sees
 //! it full. Admission in criticality order reads the *published* `full` mask: a set bit is only
 //! a hint — before refusing, the producer re-reads that class's occupancy and clears the bit if
-//! it is stale — so no offer is ever refused because of a class that was not full when checked.
-//! A clear bit can lag: the producer that takes a class's last slot publishes the bit right after
-//! its CAS, so an offer to a less critical class that reads the mask in between is admitted as if
-//! it came first. At quiescence the mask is exact, and in a sequential run (the proptest model)
-//! it is always exact.
+//! it is stale (receivers never clear it: that would cost every receive a write to a shared line
+//! while a class runs full) — so no offer is ever refused because of a class that was not full
+//! when checked. A clear bit can lag: the producer that takes a class's last slot publishes the
+//! bit right after its CAS, so an offer to a less critical class that reads the mask in between
+//! is admitted as if it came first. At quiescence every full class's bit is set, and in a
+//! sequential run (the proptest model) admission answers exactly as with exact fill levels.
 //!
 //! # Sleeping without lost wake-ups
 //!
@@ -188,6 +189,14 @@ impl<E> Shared<E> {
         }
     }
 
+    /// After a claim in class `k`: if it took the last unit, publish the class as full — when a
+    /// less critical class exists to read the bit.
+    fn filled(&self, k: usize, filled: bool) {
+        if filled && k + 1 < self.classes() {
+            self.reconcile(k);
+        }
+    }
+
     /// The most critical class above `k` that is full, verified against its occupancy (stale
     /// bits are cleared on the way).
     fn blocked_above(&self, k: usize) -> Option<usize> {
@@ -211,9 +220,7 @@ impl<E> Shared<E> {
             Some(j) => j,
             None => match ring.claim(take, 0) {
                 Ok(c) => {
-                    if c.filled {
-                        self.reconcile(k);
-                    }
+                    self.filled(k, c.filled);
                     return Ok((c.pos, None));
                 }
                 Err(Refused::Closed) => return Err(Blocked { error: ReserveError::Closed, on: k }),
@@ -244,9 +251,7 @@ impl<E> Shared<E> {
         drop(c);
         match claimed {
             Ok(cl) => {
-                if cl.filled {
-                    self.reconcile(k);
-                }
+                self.filled(k, cl.filled);
                 Ok((cl.pos, shed))
             }
             Err(refused) => {
@@ -347,9 +352,6 @@ impl<E> Shared<E> {
         if ring.waiting() {
             self.wake_senders(k, 1);
         }
-        if self.full.load(Acquire) & (1 << k) != 0 {
-            self.reconcile(k);
-        }
         if closed {
             // The last reservation may have been what kept receivers from seeing the end.
             self.wake_all(self.recv_list());
@@ -359,14 +361,12 @@ impl<E> Shared<E> {
     // ---- consuming ----
 
     /// Returns the positions taken since the last flush to the producers, waking senders that
-    /// wait on those classes and clearing `full` bits that no longer hold.
+    /// wait on those classes. (A `full` bit that no longer holds is left for the next less
+    /// critical offer to clear: the receiver never touches the mask.)
     fn flush(&self, c: &mut Consumer) {
         for (k, n) in c.flush() {
             if self.rings[k].release(n) {
                 self.wake_senders(k, n);
-            }
-            if self.full.load(Relaxed) & (1 << k) != 0 {
-                self.reconcile(k);
             }
         }
     }
@@ -669,7 +669,8 @@ impl<E> Shared<E> {
                 ring.capacity()
             );
             let bit = self.full.load(Acquire) & (1 << k) != 0;
-            assert_eq!(bit, ring.is_full(), "class {k}: published full bit stale");
+            let read = k + 1 < self.classes();
+            assert!(bit || !read || !ring.is_full(), "class {k} is full but not published full");
             let s = self.class_stats(&c, k);
             assert!(s.conserved(), "conservation broken in class {k}: {s:?}");
         }
