@@ -25,7 +25,7 @@ pub(crate) use shared::Completed;
 use shared::Shared;
 use waiters::Ticket;
 
-/// Where dead letters go. Called outside the channel's lock, on the thread whose operation
+/// Where dead letters go. Called outside every lock of the channel, on the thread whose operation
 /// produced the dead letter: a sender for `Shed`, and for `Closed` when it commits after every
 /// receiver is gone; a receiver for `Expired`/`Codel`; the last receiver's drop for the
 /// backlog (`Closed`).
