@@ -463,7 +463,11 @@ fn start_system(server: &Arc<ServerShared>, t0: Instant, class_names: &[String])
     match &server.system {
         SystemDef::Veltrix { .. } => {
             let sink = server.clone();
+            // One event per service start, as the queueing models assume: the service model
+            // finishes a job whose exact end has already passed without advancing the clock,
+            // which a worker would take for a fast handler and batch behind.
             let spec = RouteSpec::new(veltrix_config(&server.system, class_names))
+                .max_batch(1)
                 .workers(server.workers)
                 .retry(RetryPolicy::none());
             let engine = Engine::builder()

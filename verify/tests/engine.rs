@@ -205,6 +205,7 @@ async fn build_errors_are_typed() {
         err(Engine::builder().route("a", spec().retry(RetryPolicy::new(0, MS, MS)), h())),
         EngineBuildError::ZeroAttempts("a".into())
     );
+    assert_eq!(err(Engine::builder().route("a", spec().max_batch(0), h())), EngineBuildError::ZeroBatch("a".into()));
     assert!(matches!(Config::builder().class(ClassSpec::new("x", 0)).build(), Err(BuildError::ZeroCapacity { .. })));
 }
 

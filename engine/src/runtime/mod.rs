@@ -173,12 +173,23 @@ pub struct RouteSpec {
     pub keyed: bool,
     /// Retries of a failed attempt.
     pub retry: RetryPolicy,
+    /// The most events a worker takes at once (≥ 1). Batches adapt between 1 and this: they grow
+    /// only while a whole batch runs in under 50 µs, so priority is held back by at most that
+    /// much work already taken. 1 makes every service start pick the most urgent event queued,
+    /// as the queueing models assume (the simulator runs so).
+    pub max_batch: usize,
 }
 
 impl RouteSpec {
     /// One worker, no per-key lanes, the default retry policy.
     pub fn new(classes: Config) -> RouteSpec {
-        RouteSpec { classes, workers: 1, keyed: false, retry: RetryPolicy::default() }
+        RouteSpec { classes, workers: 1, keyed: false, retry: RetryPolicy::default(), max_batch: worker::MAX_BATCH }
+    }
+
+    /// Sets the most events a worker takes at once (see [`RouteSpec::max_batch`](Self#structfield.max_batch)).
+    pub fn max_batch(mut self, max_batch: usize) -> RouteSpec {
+        self.max_batch = max_batch;
+        self
     }
 
     /// Sets the worker count.
@@ -214,6 +225,8 @@ pub enum EngineBuildError {
     ZeroWorkers(String),
     /// A route's retry policy allows zero attempts.
     ZeroAttempts(String),
+    /// A route lets its workers take at most zero events at once.
+    ZeroBatch(String),
     /// More than 65,536 routes.
     TooManyRoutes(usize),
     /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
@@ -228,6 +241,7 @@ impl fmt::Display for EngineBuildError {
             EngineBuildError::DuplicateRoute(r) => write!(f, "route `{r}` is registered twice"),
             EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
             EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
+            EngineBuildError::ZeroBatch(r) => write!(f, "route `{r}` has max_batch 0 (at least 1 is needed)"),
             EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most 65536 are allowed"),
             EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
         }
@@ -259,6 +273,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         let handler = Arc::new(handler);
         let retry = spec.retry;
         let workers = spec.workers;
+        let max_batch = spec.max_batch;
         let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, telemetry| {
             (0..workers)
                 .map(|w| {
@@ -270,6 +285,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                         sink: sink.clone(),
                         telemetry: telemetry.clone(),
                         index: w,
+                        max_batch,
                     };
                     tracing::trace!(route = route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())
@@ -351,6 +367,9 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
             }
             if spec.retry.max_attempts == 0 {
                 return Err(EngineBuildError::ZeroAttempts(name.clone()));
+            }
+            if spec.max_batch == 0 {
+                return Err(EngineBuildError::ZeroBatch(name.clone()));
             }
         }
         Ok(())

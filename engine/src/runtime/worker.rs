@@ -31,7 +31,7 @@ use crate::latch::Latch;
 use crate::ledger::{Completion, DeadLetterReason};
 use std::sync::Arc;
 
-/// The largest batch a worker takes.
+/// The largest batch a worker takes by default.
 pub(crate) const MAX_BATCH: usize = 32;
 /// A batch that took less than this lets the next one be twice as large.
 pub(crate) const BATCH_BUDGET: Duration = Duration::from_micros(50);
@@ -46,16 +46,18 @@ pub(crate) struct Worker<E, H> {
     pub(crate) telemetry: Arc<RouteTelemetry>,
     /// This worker's index in the route (its row of latency histograms).
     pub(crate) index: usize,
+    /// The most events it takes at once.
+    pub(crate) max_batch: usize,
 }
 
 impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
     pub(crate) async fn run(self) {
         let mut batch = Batch {
             worker: &self,
-            queue: VecDeque::with_capacity(MAX_BATCH),
-            taken: Vec::with_capacity(MAX_BATCH),
-            settle: Vec::with_capacity(MAX_BATCH),
-            samples: Vec::with_capacity(MAX_BATCH),
+            queue: VecDeque::with_capacity(self.max_batch),
+            taken: Vec::with_capacity(self.max_batch),
+            settle: Vec::with_capacity(self.max_batch),
+            samples: Vec::with_capacity(self.max_batch),
         };
         let mut limit = 1;
         loop {
@@ -78,7 +80,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
             // BATCH_BUDGET last time, so its events' end-to-end times are taken at its end.
             let done_at = Instant::now();
             batch.record(done_at);
-            limit = if done_at - dequeued_at < BATCH_BUDGET { (limit * 2).min(MAX_BATCH) } else { 1 };
+            limit = if done_at - dequeued_at < BATCH_BUDGET { (limit * 2).min(self.max_batch) } else { 1 };
         }
     }
 
