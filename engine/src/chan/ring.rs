@@ -155,9 +155,19 @@ impl<T> Ring<T> {
         self.capacity as usize
     }
 
-    /// Occupancy from `tail` and a released count.
-    fn occupancy(&self, tail: u64, released: u32) -> u32 {
-        reserved(tail) + pos(tail).wrapping_sub(released)
+    /// Occupancy from `tail` and a released count; `None` when the released count is ahead of
+    /// this tail word (the tail was read first, and others took and released positions since):
+    /// the caller must read `tail` again.
+    fn occupancy(&self, tail: u64, released: u32) -> Option<u32> {
+        let queued = pos(tail).wrapping_sub(released);
+        // At most `capacity + 1` positions are ever unreleased; a released count ahead of the
+        // tail wraps to at least 2^31.
+        (queued <= MAX_CAPACITY as u32 + 1).then(|| reserved(tail) + queued)
+    }
+
+    /// Occupancy with `head` read before `tail`, so the tail is never behind it.
+    fn occupancy_now(&self, head: u32, tail: u64) -> u32 {
+        self.occupancy(tail, head).expect("a tail read after the head is not behind it")
     }
 
     /// Takes a position or a reservation if the class has room; exact under races (one CAS).
@@ -171,13 +181,20 @@ impl<T> Ring<T> {
             if tail & CLOSED != 0 {
                 return Err(Refused::Closed);
             }
-            let mut occ = self.occupancy(tail, p.head_cache.load(Acquire));
+            let Some(mut occ) = self.occupancy(tail, p.head_cache.load(Acquire)) else {
+                tail = p.tail.load(Acquire);
+                continue;
+            };
             if occ >= limit {
                 // The cache says full: read the consumer's word (Acquire: its slot reads
                 // happened before, so the freed slots are ours to overwrite).
                 let head = released(self.head.load(Acquire));
                 p.head_cache.store(head, Release);
-                occ = self.occupancy(tail, head);
+                let Some(fresh) = self.occupancy(tail, head) else {
+                    tail = p.tail.load(Acquire);
+                    continue;
+                };
+                occ = fresh;
                 if occ >= limit {
                     return Err(Refused::Full);
                 }
@@ -276,7 +293,7 @@ impl<T> Ring<T> {
         self.producer.head_cache.store(head, Release);
         let tail = self.producer.tail.load(Acquire);
         let queued = pos(tail).wrapping_sub(head);
-        tail & CLOSED == 0 && self.occupancy(tail, head) >= self.capacity && !(shedding && queued > 0)
+        tail & CLOSED == 0 && self.occupancy_now(head, tail) >= self.capacity && !(shedding && queued > 0)
     }
 
     /// Whether a sender is waiting, read with an RMW so it orders against `set_waiting` (for
@@ -316,7 +333,7 @@ impl<T> Ring<T> {
     /// Whether the class is full now (exact at the instant of the two reads).
     pub(crate) fn is_full(&self) -> bool {
         let head = released(self.head.load(Acquire));
-        self.occupancy(self.producer.tail.load(Acquire), head) >= self.capacity
+        self.occupancy_now(head, self.producer.tail.load(Acquire)) >= self.capacity
     }
 
     /// Events taken and not released (queued, or being written).
@@ -381,6 +398,15 @@ mod tests {
         assert_eq!([1, 2, 3].map(|r| ring.take_when_ready(r)), [10, 20, 30]);
         ring.release(3);
         assert_eq!(ring.len(), 0);
+    }
+
+    #[test]
+    fn a_released_count_ahead_of_a_stale_tail_is_not_taken_for_a_huge_occupancy() {
+        let ring = Ring::<u8>::new(4);
+        let stale_tail = 10u64;
+        assert_eq!(ring.occupancy(stale_tail, 8), Some(2));
+        assert_eq!(ring.occupancy(stale_tail, 12), None, "released 12 while this tail says 10 taken");
+        assert_eq!(ring.occupancy(stale_tail | (3 << 32), 10), Some(3), "reservations count");
     }
 
     #[test]
