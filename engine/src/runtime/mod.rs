@@ -173,10 +173,12 @@ pub struct RouteSpec {
     pub keyed: bool,
     /// Retries of a failed attempt.
     pub retry: RetryPolicy,
-    /// The most events a worker takes at once (≥ 1). Batches adapt between 1 and this: they grow
-    /// only while a whole batch runs in under 50 µs, so priority is held back by at most that
-    /// much work already taken. 1 makes every service start pick the most urgent event queued,
-    /// as the queueing models assume (the simulator runs so).
+    /// The most events a worker takes at once (≥ 1; default 32). Batches adapt between 1 and
+    /// this: they grow only while a whole batch ran in under 50 µs, and fall back to 1 as soon as
+    /// one did not. Only a worker that has its lane to itself (one worker, or a keyed route)
+    /// batches: where workers share a lane, an event taken in a batch would wait behind its
+    /// taker's handler while another worker sat idle. 1 makes every service start pick the
+    /// most urgent event queued, as the queueing models assume (the simulator runs so).
     pub max_batch: usize,
 }
 
@@ -273,7 +275,9 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         let handler = Arc::new(handler);
         let retry = spec.retry;
         let workers = spec.workers;
-        let max_batch = spec.max_batch;
+        let lanes = if spec.keyed { workers } else { 1 };
+        // Workers sharing a lane take one event at a time (see `RouteSpec::max_batch`).
+        let max_batch = if workers > lanes { 1 } else { spec.max_batch };
         let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, telemetry| {
             (0..workers)
                 .map(|w| {

@@ -3,9 +3,11 @@
 //!
 //! # Batches
 //!
-//! A worker takes events in batches and reports a batch's completions under the lock of its
-//! next receive, so a busy worker takes the consumer lock once per batch instead of twice per
-//! event. A batch already taken is the worker's: a critical event that arrives meanwhile waits
+//! A worker reports a batch's completions under the lock of its next receive, and a worker that
+//! has its lane to itself (one worker per route, or a keyed route) takes events in batches, so a
+//! busy worker takes the consumer lock once per batch instead of twice per event. (Workers that
+//! share a lane take one event at a time: an event in one's batch would wait behind its handler
+//! while another sat idle.) A batch already taken is the worker's: a critical event that arrives meanwhile waits
 //! for it. So the batch size adapts: it starts at 1, doubles (up to [`MAX_BATCH`]) while a whole
 //! batch takes less than [`BATCH_BUDGET`], and falls back to 1 as soon as one takes longer. Fast
 //! handlers get batches; slow ones take one event at a time, and priority is never held back by
