@@ -521,7 +521,7 @@ async fn consumers_reconnect_and_finish_after_the_server_restarts() {
     }
 }
 
-/// DESIGN.md S5 against the real server: events wait locally longer than `ack_wait`, the server
+/// S5 (docs/scenarios.md) against the real server: events wait locally longer than `ack_wait`, the server
 /// redelivers them, and the copies queue behind the originals.
 async fn naive_buffering(consumer: PullConsumer, rec: Recorder, run_for: Duration) -> (u64, bool) {
     let queue = Arc::new(Mutex::new(std::collections::VecDeque::new()));

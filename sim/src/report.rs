@@ -33,7 +33,7 @@ pub struct Deterministic {
     pub scenario: String,
     /// What it shows.
     pub description: String,
-    /// S̄, the mean service time (ms): the unit of DESIGN.md's numbers.
+    /// S̄, the mean service time (ms): the unit of docs/scenarios.md's numbers.
     pub mean_service_ms: f64,
     /// Offered-load duration (s).
     pub duration_s: f64,
