@@ -128,20 +128,40 @@ pub(crate) fn admission(closed: bool, admissible: bool, policy: OverloadPolicy) 
     }
 }
 
-/// The dequeue rule, shared by the core and the channel: a head event past its deadline expires;
-/// otherwise CoDel (if configured) judges its sojourn; `None` means deliver it.
-pub(crate) fn dequeue_verdict<T: Timestamp>(
-    enqueued_at: Option<T>,
-    deadline: Option<T>,
+/// The dequeue step, shared by the core and the channel: judges the head `entry` of `class` —
+/// past its deadline it expires, otherwise CoDel (if configured) judges its sojourn — counts the
+/// outcome in `stats` and tells the scheduler about a delivery. The time is asked of `now` only
+/// when the event has a deadline or the class runs CoDel.
+pub(crate) fn dequeue<E, T: Timestamp>(
+    entry: Entry<E, T>,
+    class: ClassId,
     codel: Option<&mut CodelState<T>>,
-    now: T,
-) -> Option<DeadLetterReason> {
-    if deadline.is_some_and(|d| d <= now) {
-        Some(DeadLetterReason::Expired)
-    } else if codel.zip(enqueued_at).is_some_and(|(codel, at)| codel.should_shed(now.since(at), now)) {
-        Some(DeadLetterReason::Codel)
+    stats: &mut ClassStats,
+    sched: &mut Scheduler,
+    now: impl FnOnce() -> T,
+) -> Pop<E, T> {
+    let verdict = if entry.deadline.is_some() || codel.is_some() {
+        let now = now();
+        if entry.deadline.is_some_and(|d| d <= now) {
+            Some(DeadLetterReason::Expired)
+        } else if codel.zip(entry.enqueued_at).is_some_and(|(codel, at)| codel.should_shed(now.since(at), now)) {
+            Some(DeadLetterReason::Codel)
+        } else {
+            None
+        }
     } else {
         None
+    };
+    match verdict {
+        Some(reason) => {
+            stats.count_dead(reason);
+            Pop::Dead(entry.dead(class, reason))
+        }
+        None => {
+            stats.delivered += 1;
+            sched.served(class.index());
+            Pop::Deliver(entry.deliver(class))
+        }
     }
 }
 
@@ -358,17 +378,7 @@ impl<E, T: Timestamp> Core<E, T> {
         let class = ClassId::new(k);
         let c = &mut self.classes[k];
         let head = c.queue.pop_front().expect("scheduler picked an empty class");
-        let out = match dequeue_verdict(head.enqueued_at, head.deadline, c.codel.as_mut(), now) {
-            Some(reason) => {
-                c.stats.count_dead(reason);
-                Pop::Dead(head.dead(class, reason))
-            }
-            None => {
-                c.stats.delivered += 1;
-                self.sched.served(k);
-                Pop::Deliver(head.deliver(class))
-            }
-        };
+        let out = dequeue(head, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now);
         self.update_masks(k);
         Some(out)
     }

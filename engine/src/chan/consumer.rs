@@ -8,7 +8,7 @@ use tokio::time::Instant;
 use super::ring::Ring;
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config};
-use crate::core::{DeadLetter, Entry, Pop, dequeue_verdict};
+use crate::core::{DeadLetter, Entry, Pop, dequeue};
 use crate::ledger::{ClassStats, Completion, DeadLetterReason};
 use crate::sched::Scheduler;
 
@@ -65,29 +65,14 @@ impl Consumer {
     pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow) -> Option<Pop<E, Instant>> {
         let classes = &self.classes;
         let k = self.sched.pick_by(|k| rings[k].ready(classes[k].next))?;
-        // `pick` returns a bit of `mask`, and a class mask has `MAX_CLASSES` bits.
+        // `pick_by` returns the index of a configured class.
         let class = ClassId::from_index(k);
         let c = &mut self.classes[k];
         let entry = rings[k].take(c.next);
         c.next += 1;
         c.unreleased += 1;
         self.unreleased |= 1 << k;
-        let verdict = if entry.deadline.is_some() || c.codel.is_some() {
-            dequeue_verdict(entry.enqueued_at, entry.deadline, c.codel.as_mut(), now.get())
-        } else {
-            None
-        };
-        Some(match verdict {
-            Some(reason) => {
-                c.stats.count_dead(reason);
-                Pop::Dead(entry.dead(class, reason))
-            }
-            None => {
-                c.stats.delivered += 1;
-                self.sched.served(k);
-                Pop::Deliver(entry.deliver(class))
-            }
-        })
+        Some(dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get()))
     }
 
     /// Takes class `k`'s oldest event out as a dead letter with `reason`, waiting the few

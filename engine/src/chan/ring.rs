@@ -319,10 +319,10 @@ impl<T> Ring<T> {
     }
 
     /// Closes the ring (and, with `abandon`, marks it abandoned: commits of open reservations
-    /// then return `None`). Returns the count of taken positions at that instant (wrapping).
-    pub(crate) fn close(&self, abandon: bool) -> u32 {
+    /// then return `None`, so no position is taken after this).
+    pub(crate) fn close(&self, abandon: bool) {
         let flags = if abandon { CLOSED | ABANDONED } else { CLOSED };
-        pos(self.producer.tail.fetch_or(flags, AcqRel))
+        self.producer.tail.fetch_or(flags, AcqRel);
     }
 
     /// Whether closed.
@@ -352,17 +352,16 @@ impl<T> Ring<T> {
         reserved(self.producer.tail.load(Acquire)) as usize
     }
 
-    /// The consumer's released count and the waiting flag, for invariant checks.
-    pub(crate) fn head(&self) -> (u64, bool) {
-        let h = self.head.load(Acquire);
-        (h >> 1, h & WAITING != 0)
+    /// Positions released by the consumer so far (not wrapping).
+    pub(crate) fn released(&self) -> u64 {
+        self.head.load(Acquire) >> 1
     }
 }
 
 impl<T> Drop for Ring<T> {
     fn drop(&mut self) {
         // Nobody else holds the ring: drop whatever was published and never taken.
-        let (head, _) = self.head();
+        let head = self.released();
         let taken = self.queued_since(head);
         for r in head..head + taken {
             if self.ready(r) {
@@ -435,7 +434,7 @@ mod tests {
         let ring = Ring::<u8>::new(2);
         ring.claim(Take::Reservation, 0).unwrap();
         ring.claim(Take::Reservation, 0).unwrap();
-        assert_eq!(ring.close(false), 0);
+        ring.close(false);
         assert_eq!(ring.claim(Take::Position, 0).unwrap_err(), Refused::Closed);
         assert_eq!(ring.commit(), Some(0), "a reservation made before the close still commits");
         ring.close(true);

@@ -523,7 +523,7 @@ impl<E> Shared<E> {
             return;
         }
         let closed = self.closed.load(Acquire);
-        let ready = self.rings.iter().any(|r| r.len() > 0 || (closed && r.drained(r.head().0)));
+        let ready = self.rings.iter().any(|r| r.len() > 0 || (closed && r.drained(r.released())));
         if ready {
             self.wake_receiver();
         }
@@ -660,7 +660,7 @@ impl<E> Shared<E> {
             let s = &cc.stats;
             let taken = s.delivered + s.dead_shed + s.dead_codel + s.dead_expired + s.dead_closed + s.dead_shutdown;
             assert_eq!(cc.next, taken, "class {k}: positions taken {} != deliveries + dead letters {taken}", cc.next);
-            let (released, _) = ring.head();
+            let released = ring.released();
             assert_eq!(released, cc.next, "class {k}: released {released} != taken {}", cc.next);
             let (queued, reserved) = (ring.len(), ring.reserved());
             assert!(
