@@ -256,8 +256,9 @@ impl<E, T: Timestamp> Core<E, T> {
     /// Reserves a slot in `class`, applying its overload policy when it cannot admit. A
     /// `ShedOldest` class may push its oldest event out, returned as a dead letter.
     ///
-    /// `Rejected` and `Closed` are final and counted as rejected offers here; `Full` is not
-    /// counted, since a caller may wait and retry: call [`Core::refuse_full`] if it gives up.
+    /// A reservation is not an event: a refusal is counted in `reservations_refused` (`Full`
+    /// included: a caller that waits and retries calls again), and the event is counted as
+    /// offered when [`Core::commit`] fills the slot.
     ///
     /// # Errors
     ///
@@ -267,21 +268,22 @@ impl<E, T: Timestamp> Core<E, T> {
     ///
     /// If `class` is not configured.
     pub fn try_reserve(&mut self, class: ClassId) -> Result<Option<DeadLetter<E, T>>, ReserveError> {
+        let reserved = self.reserve(class);
+        if reserved.is_err() {
+            self.class_mut(class).stats.reservations_refused += 1;
+        }
+        reserved
+    }
+
+    /// [`Core::try_reserve`] without counting a refusal.
+    fn reserve(&mut self, class: ClassId) -> Result<Option<DeadLetter<E, T>>, ReserveError> {
         let decision = admission(self.closed, self.admissible(class), self.class_mut(class).policy);
         let k = class.index();
         let c = &mut self.classes[k];
         let mut shed = None;
         match decision {
             Admission::Admit => {}
-            Admission::Refuse(ReserveError::Full) => return Err(ReserveError::Full),
-            Admission::Refuse(e) => {
-                c.stats.offered += 1;
-                match e {
-                    ReserveError::Closed => c.stats.rejected_closed += 1,
-                    _ => c.stats.rejected_policy += 1,
-                }
-                return Err(e);
-            }
+            Admission::Refuse(e) => return Err(e),
             Admission::ShedThenAdmit => {
                 if let Some(old) = c.queue.pop_front() {
                     c.stats.count_dead(DeadLetterReason::Shed);
@@ -299,7 +301,8 @@ impl<E, T: Timestamp> Core<E, T> {
         Ok(shed)
     }
 
-    /// Counts an offer that a caller finally gave up on after [`ReserveError::Full`].
+    /// Counts an offered event that a caller finally gave up on after [`ReserveError::Full`]
+    /// from [`Core::try_send`] (a `try_send` that does not wait).
     pub fn refuse_full(&mut self, class: ClassId) {
         let c = self.class_mut(class);
         c.stats.offered += 1;
@@ -347,9 +350,11 @@ impl<E, T: Timestamp> Core<E, T> {
         out
     }
 
-    /// Reserve and commit in one step. On refusal the event comes back with the reason; `Full`
-    /// is not counted (see [`Core::try_reserve`]). On success, a dead letter may come back: the
-    /// event this one displaced, or this one if every receiver is gone.
+    /// Reserve and commit in one step. On refusal the event comes back with the reason;
+    /// `Rejected` and `Closed` are final and counted as offered and rejected, `Full` is not
+    /// counted, since a caller may wait and retry: call [`Core::refuse_full`] if it gives up.
+    /// On success, a dead letter may come back: the event this one displaced, or this one if
+    /// every receiver is gone.
     ///
     /// # Errors
     ///
@@ -361,13 +366,22 @@ impl<E, T: Timestamp> Core<E, T> {
         deadline: Option<T>,
         now: T,
     ) -> Result<Option<DeadLetter<E, T>>, (E, ReserveError)> {
-        match self.try_reserve(class) {
+        match self.reserve(class) {
             Ok(shed) => {
                 let closed = self.commit(class, event, deadline, now);
                 debug_assert!(shed.is_none() || closed.is_none(), "receivers gone while shedding");
                 Ok(shed.or(closed))
             }
-            Err(e) => Err((event, e)),
+            Err(ReserveError::Full) => Err((event, ReserveError::Full)),
+            Err(e) => {
+                let stats = &mut self.classes[class.index()].stats;
+                stats.offered += 1;
+                match e {
+                    ReserveError::Closed => stats.rejected_closed += 1,
+                    _ => stats.rejected_policy += 1,
+                }
+                Err((event, e))
+            }
         }
     }
 
@@ -465,7 +479,8 @@ impl<E, T: Timestamp> Core<E, T> {
 
     /// The ledger snapshot.
     pub fn stats(&self) -> Stats {
-        Stats { classes: self.classes.iter().map(|c| ClassStats { queued: c.queue.len() as u64, ..c.stats }).collect() }
+        let classes = self.classes.iter().map(|c| ClassStats { queued: c.queue.len() as u64, ..c.stats }).collect();
+        Stats { classes, sink_panics: 0 }
     }
 
     /// Asserts the conservation law and the core's structural invariants.
@@ -571,6 +586,10 @@ mod tests {
         assert!(matches!(core.pop(T0), Some(Pop::Deliver(Delivery { event: 9, .. }))));
         assert!(core.is_drained());
         core.check_invariants();
+        // The refused reservation was no event; the filled one and the refused send were.
+        let (hi, lo) = (*core.stats().class(HI), *core.stats().class(LO));
+        assert_eq!((hi.reservations_refused, hi.offered, hi.accepted), (1, 1, 1));
+        assert_eq!((lo.offered, lo.rejected_closed), (1, 1));
     }
 
     #[test]

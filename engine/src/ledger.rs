@@ -54,8 +54,16 @@ impl fmt::Display for DeadLetterReason {
 }
 
 /// One class's ledger. Conservation, exact at every snapshot:
-/// `offered = accepted + rejected()` and
+/// `offered = accepted + rejected() + cancelled` and
 /// `accepted = handled + dead_lettered() + queued + in_flight()`.
+///
+/// **Offered** means one thing everywhere: an event handed to a send (`send`, `try_send`,
+/// `send_blocking`, a filled permit; the engine's `submit` family) that reached an answer —
+/// taken in (`accepted`), handed back (`rejected_*`), or given up by its caller while it waited
+/// for room (`cancelled`: the `send` future was dropped, and the event with it). A send future
+/// dropped before its first poll offered nothing. A reservation is not an event: a permit
+/// becomes one offered (and accepted) event when it is filled, and a refused reservation is
+/// counted in `reservations_refused`, outside the identities.
 ///
 /// A plain channel's consumer never reports completions, so for it `handled` and the handler
 /// dead-letter counters stay 0 and `in_flight() = delivered`: every delivered event is in the
@@ -64,16 +72,23 @@ impl fmt::Display for DeadLetterReason {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ClassStats {
-    /// Events offered (every `send`/`try_send`/reservation that reached a final answer).
+    /// Events offered: `accepted + rejected() + cancelled` (see the type's docs).
     pub offered: u64,
     /// Events taken in.
     pub accepted: u64,
-    /// Handed back because the class was full under backpressure (`try_send`/`try_reserve` only).
+    /// Handed back because the class was full under backpressure (`try_send` only: a waiting
+    /// send waits instead).
     pub rejected_full: u64,
     /// Handed back by the `Reject` policy.
     pub rejected_policy: u64,
     /// Handed back because the channel was closed.
     pub rejected_closed: u64,
+    /// Dropped by their sender while waiting for room: a `send` (or `submit`) future cancelled
+    /// after it had started waiting. The event was never accepted; it was dropped with the
+    /// future, in the caller's hands.
+    pub cancelled: u64,
+    /// Reservations refused (full, rejected or closed). Not events, so outside `offered`.
+    pub reservations_refused: u64,
     /// Handed to a receiver.
     pub delivered: u64,
     /// Dead-lettered with reason [`Shed`](DeadLetterReason::Shed).
@@ -147,7 +162,7 @@ impl ClassStats {
 
     /// Whether both conservation identities hold (and no more completions than deliveries).
     pub fn conserved(&self) -> bool {
-        self.offered == self.accepted + self.rejected()
+        self.offered == self.accepted + self.rejected() + self.cancelled
             && self.handled + self.completed_dead() <= self.delivered
             && self.accepted == self.handled + self.dead_lettered() + self.queued + self.in_flight()
     }
@@ -191,6 +206,7 @@ impl ClassStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub(crate) classes: Vec<ClassStats>,
+    pub(crate) sink_panics: u64,
 }
 
 impl Stats {
@@ -206,6 +222,13 @@ impl Stats {
     /// Every class's ledger, most critical first.
     pub fn classes(&self) -> &[ClassStats] {
         &self.classes
+    }
+
+    /// Calls of the dead-letter sink that panicked. The panic was contained: the operation
+    /// that produced the dead letter completed, and the ledger counts the dead letter with its
+    /// reason (the sink had taken the event when it panicked).
+    pub fn sink_panics(&self) -> u64 {
+        self.sink_panics
     }
 
     /// The sum over classes.
@@ -224,6 +247,8 @@ impl std::ops::AddAssign<&ClassStats> for ClassStats {
         self.rejected_full += c.rejected_full;
         self.rejected_policy += c.rejected_policy;
         self.rejected_closed += c.rejected_closed;
+        self.cancelled += c.cancelled;
+        self.reservations_refused += c.reservations_refused;
         self.delivered += c.delivered;
         self.dead_shed += c.dead_shed;
         self.dead_codel += c.dead_codel;

@@ -4,6 +4,7 @@
 mod chan;
 mod codel;
 mod config;
+mod contain;
 pub mod core;
 mod error;
 mod latch;

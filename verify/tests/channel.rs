@@ -250,3 +250,57 @@ fn a_slow_sink_does_not_let_a_later_event_out_past_its_deadline() {
     let dead: Vec<_> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
     assert_eq!(dead, [(1, DeadLetterReason::Expired), (2, DeadLetterReason::Expired)]);
 }
+
+/// A sink that panics does not unwind into the sender or receiver whose operation produced the
+/// dead letter: the operation completes, the dead letter is counted, the panic is counted.
+#[test]
+fn a_panicking_sink_is_contained_by_the_channel() {
+    let config = classes([ClassSpec::new("c", 1).with_policy(OverloadPolicy::ShedOldest)]);
+    let (tx, rx) = channel_with_sink(&config, |d: DeadLetter<u32>| panic!("sink refuses {}", d.event));
+    let c = ClassId::new(0);
+    tx.try_send(1, c).unwrap();
+    tx.try_send(2, c).unwrap(); // sheds 1: the sink panics inside try_send
+    tx.try_send_with_deadline(3, c, Some(veltrix_engine::Instant::now())).unwrap(); // sheds 2
+    assert_eq!(rx.try_recv().unwrap_err(), veltrix_engine::TryRecvError::Empty, "3 expired at dequeue");
+    let s = rx.stats();
+    assert_eq!((s.class(c).dead_shed, s.class(c).dead_expired), (2, 1));
+    assert_eq!(s.sink_panics(), 3);
+    rx.check_invariants();
+}
+
+/// The blocking variants wait for room (or for events) on plain threads, and the ledger counts
+/// a send future dropped while it waited as cancelled.
+#[test]
+fn blocking_variants_wait_and_cancelled_sends_are_counted() {
+    let config = classes([ClassSpec::new("c", 1)]);
+    let (tx, rx) = veltrix_engine::channel::<u32>(&config);
+    let c = ClassId::new(0);
+    tx.try_send(0, c).unwrap();
+    let deadline = veltrix_engine::Instant::now() + Duration::from_secs(60);
+    let producer = {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let permit = tx.reserve_blocking(c).unwrap(); // waits: the class is full
+            permit.send(1);
+            tx.send_blocking_with_deadline(2, c, Some(deadline)).unwrap();
+        })
+    };
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let mut buf = Vec::new();
+        assert!(rx.recv_many_blocking(&mut buf, 8) > 0);
+        got.extend(buf.into_iter().map(|d| (d.event, d.deadline)));
+    }
+    producer.join().unwrap();
+    assert_eq!(got, [(0, None), (1, None), (2, Some(deadline))]);
+    // A send that waits, then is dropped.
+    tx.try_send(3, c).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    rt.block_on(async {
+        let waited = tokio::time::timeout(Duration::from_millis(1), tx.send(4, c)).await;
+        assert!(waited.is_err(), "the class is full: the send waits");
+    });
+    let s = *rx.stats().class(c);
+    assert_eq!((s.offered, s.accepted, s.cancelled), (5, 4, 1));
+    assert!(s.conserved());
+}

@@ -348,3 +348,97 @@ async fn a_panic_in_the_synchronous_body_of_handle_is_contained_too() {
     assert_eq!(dead_reasons(&dead), [(1, DeadLetterReason::Panicked)]);
     assert_eq!(report.handled, 1, "the worker carried on with the next event of its lane");
 }
+
+/// Regression (issue 11): the runtime that ran the workers is dropped while events are queued.
+/// The lane has nobody left to serve it: later submits must get their event back, and
+/// `shutdown` must not report `drained` while events sit in a queue nobody serves.
+#[test]
+fn a_dropped_runtime_is_noticed_not_reported_as_drained() {
+    let handler = ScriptedHandler::default();
+    let (dead, sink) = sink();
+    let a = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let engine = a.block_on(async {
+        let engine = Engine::builder()
+            .route("r", RouteSpec::new(Config::default()), handler.clone())
+            .dead_letter_sink(sink)
+            .build()
+            .unwrap();
+        for id in 0..10 {
+            engine.try_submit(Submission::new("r", ClassId::CRITICAL, ok(id, 1_000))).unwrap();
+        }
+        tokio::task::yield_now().await;
+        engine
+    });
+    drop(a);
+    let b = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    b.block_on(async {
+        let late = engine.try_submit(Submission::new("r", ClassId::CRITICAL, ok(10, 0)));
+        assert_eq!(late.unwrap_err(), SubmitError::Closed(ok(10, 0)), "accepted into a lane nobody serves");
+        let report = engine.shutdown(50 * MS).await;
+        let t = report.stats.total();
+        assert!(!report.drained, "workers died with events queued: {report:?}");
+        assert_eq!(report.stats.workers_lost, 1);
+        assert_eq!((t.queued, t.in_flight()), (0, 0));
+        assert!(t.conserved(), "{t:?}");
+    });
+    let mut ids: Vec<u64> = dead_reasons(&dead).iter().map(|(id, _)| *id).collect();
+    ids.extend(handler.log.lock().unwrap().iter().filter(|a| a.ended.is_some()).map(|a| a.id));
+    ids.sort();
+    assert_eq!(ids, (0..10).collect::<Vec<_>>(), "every event ends once, before the engine is dropped");
+}
+
+/// Regression (issue 11): a dead-letter sink that panics must be contained like a panicking
+/// handler — the worker carries on, later events are handled, the panics are counted.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_dead_letter_sink_is_contained() {
+    let handler = ScriptedHandler::default();
+    let engine = Engine::builder()
+        .route("r", RouteSpec::new(Config::default()), handler.clone())
+        .dead_letter_sink(|d: DeadLetter<Routed<Scripted>>| panic!("sink refuses {}", d.event.event.id))
+        .build()
+        .unwrap();
+    let fatal = |id| Scripted { id, behaviour: Behaviour::Fatal };
+    engine.submit(Submission::new("r", ClassId::CRITICAL, fatal(1))).await.unwrap();
+    tokio::time::sleep(MS).await;
+    engine.submit(Submission::new("r", ClassId::CRITICAL, ok(2, 1))).await.unwrap();
+    // A dead letter at dequeue goes through the same sink.
+    engine.submit(Submission::new("r", ClassId::CRITICAL, ok(3, 1)).deadline(Instant::now())).await.unwrap();
+    engine.submit(Submission::new("r", ClassId::CRITICAL, ok(4, 1))).await.unwrap();
+    let report = engine.shutdown(Duration::from_secs(1)).await;
+    assert!(report.drained, "{report:?}");
+    assert_eq!(report.handled, 2);
+    assert_eq!(report.stats.workers_lost, 0);
+    assert_eq!(report.stats.sink_panics, 2);
+    assert_eq!((report.dead(DeadLetterReason::HandlerFailed), report.dead(DeadLetterReason::Expired)), (1, 1));
+}
+
+/// The handler's context says when its event left the queue, the same for every attempt.
+#[tokio::test(start_paused = true)]
+async fn the_handler_context_carries_the_dequeue_instant() {
+    use veltrix_engine::runtime::{Handler, HandlerContext, Outcome};
+    #[derive(Clone, Default)]
+    struct Times(Arc<Mutex<Vec<(u32, Instant, Instant)>>>);
+    impl Handler<u64> for Times {
+        fn handle(&self, _: &u64, cx: HandlerContext) -> impl std::future::Future<Output = Outcome> + Send {
+            self.0.lock().unwrap().push((cx.attempt, cx.enqueued_at, cx.dequeued_at));
+            async move {
+                tokio::time::sleep(10 * MS).await;
+                if cx.attempt < 2 { Outcome::Retry } else { Outcome::Ok }
+            }
+        }
+    }
+    let times = Times::default();
+    let spec = RouteSpec::new(Config::default()).retry(RetryPolicy::new(2, MS, MS));
+    let engine = Engine::builder().route("r", spec, times.clone()).build().unwrap();
+    let t0 = Instant::now();
+    engine.try_submit(Submission::new("r", ClassId::CRITICAL, 1)).unwrap();
+    engine.try_submit(Submission::new("r", ClassId::CRITICAL, 2)).unwrap();
+    assert_eq!(engine.shutdown(Duration::from_secs(1)).await.handled, 2);
+    let log = times.0.lock().unwrap().clone();
+    assert_eq!(log.len(), 4, "{log:?}");
+    // The first event waits for nothing; the second for the first's two attempts and backoff.
+    assert_eq!((log[0].1, log[0].2), (t0, t0));
+    assert_eq!(log[1].2, log[0].2, "a retry keeps its dequeue instant");
+    assert_eq!((log[2].1, log[2].2 - t0), (t0, 21 * MS));
+    assert_eq!(log[3].2, log[2].2);
+}

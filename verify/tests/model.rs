@@ -1,7 +1,7 @@
 //! Proptest state machine: random configurations and random operation sequences run against the
 //! real channel (through its non-blocking API, on tokio's paused clock) and the plain reference
-//! model in `veltrix_verify::reference`. After every step: identical answers, identical ledgers,
-//! the conservation law, FIFO per class, no expired event delivered, the starvation bound.
+//! model in `veltrix_verify::reference`. After every step: identical answers, the channel's
+//! ledger equal to the model's own counts, conservation as the model's arithmetic, FIFO per class, no expired event delivered, the starvation bound.
 //!
 //! Cases: `VELTRIX_PROPTEST_CASES` (default 1024).
 #![cfg(not(veltrix_loom))]
@@ -154,12 +154,15 @@ fn run_case(config: Config, ops: Vec<Op>) {
                                 expect_dead.push((id, k, DeadLetterReason::Closed));
                             }
                         }
-                        Offer::Full => {
-                            model.give_up(k);
-                            assert_eq!(got, Err(TrySendError::Full(id)));
+                        refused => {
+                            let want = match refused {
+                                Offer::Full => TrySendError::Full(id),
+                                Offer::Rejected => TrySendError::Rejected(id),
+                                _ => TrySendError::Closed(id),
+                            };
+                            assert_eq!(got, Err(want));
+                            model.refuse_send(k, refused);
                         }
-                        Offer::Rejected => assert_eq!(got, Err(TrySendError::Rejected(id))),
-                        Offer::Closed => assert_eq!(got, Err(TrySendError::Closed(id))),
                     }
                 }
                 Op::Send(k) => {
@@ -177,10 +180,19 @@ fn run_case(config: Config, ops: Vec<Op>) {
                                 expect_dead.push((id, k, DeadLetterReason::Closed));
                             }
                         }
-                        // A waiting send offers nothing until it completes: not counted.
-                        Offer::Full => assert_eq!(got, None, "send must wait"),
-                        Offer::Rejected => assert_eq!(got, Some(Err(SendError::Rejected(id)))),
-                        Offer::Closed => assert_eq!(got, Some(Err(SendError::Closed(id)))),
+                        // The send waited and was dropped with its event: counted as cancelled.
+                        Offer::Full => {
+                            assert_eq!(got, None, "send must wait");
+                            model.cancel_send(k);
+                        }
+                        refused => {
+                            let want = match refused {
+                                Offer::Rejected => SendError::Rejected(id),
+                                _ => SendError::Closed(id),
+                            };
+                            assert_eq!(got, Some(Err(want)));
+                            model.refuse_send(k, refused);
+                        }
                     }
                 }
                 Op::Reserve(k) => {
@@ -193,9 +205,9 @@ fn run_case(config: Config, ops: Vec<Op>) {
                             }
                             permits.push((p, k));
                         }
-                        (Offer::Full, Err(ReserveError::Full)) => model.give_up(k),
-                        (Offer::Rejected, Err(ReserveError::Rejected)) | (Offer::Closed, Err(ReserveError::Closed)) => {
-                        }
+                        (Offer::Full, Err(ReserveError::Full))
+                        | (Offer::Rejected, Err(ReserveError::Rejected))
+                        | (Offer::Closed, Err(ReserveError::Closed)) => model.refuse_reservation(k),
                         (want, got) => panic!("reserve: model {want:?}, channel {got:?}"),
                     }
                 }
@@ -293,12 +305,10 @@ fn run_case(config: Config, ops: Vec<Op>) {
             // Dead letters: same events, same reasons, same order.
             let got: Vec<_> = dead.lock().unwrap().drain(..).map(|d| (d.event, d.class.index(), d.reason)).collect();
             assert_eq!(got, std::mem::take(&mut expect_dead), "dead letters");
-            // Ledgers: identical, and conserved.
+            // Ledgers: the model's own arithmetic holds, and the channel's says the same.
             let stats = tx.stats();
             for k in 0..n {
-                let s = stats.class(ClassId::new(k));
-                assert!(s.conserved(), "class {k}: {s:?}");
-                assert_eq!(*s, model.stats(k), "ledger of class {k}");
+                model.assert_ledger(k, stats.class(ClassId::new(k)));
             }
             if let Some(rx) = &rx {
                 rx.check_invariants();
@@ -335,4 +345,47 @@ proptest! {
     fn channel_matches_the_reference_model(config in config_strategy(), ops in ops_strategy()) {
         run_case(config, ops);
     }
+
+    /// The same machine where the overload rules decide most steps: every class has CoDel and
+    /// standing queues form and drain, so CoDel's interval verdicts and its `2 × target`
+    /// threshold, the tier's cap and deadlines are exercised in most cases.
+    #[test]
+    fn overload_rules_match_their_definitions(config in overload_config_strategy(), ops in overload_ops_strategy()) {
+        run_case(config, ops);
+    }
+}
+
+fn overload_config_strategy() -> impl Strategy<Value = Config> {
+    let spec = (2usize..=16, 1u64..6, 4u64..30, proptest::option::weighted(0.3, 5u64..60)).prop_map(
+        |(capacity, target, interval, deadline)| {
+            let mut s = ClassSpec::new("", capacity)
+                .with_policy(OverloadPolicy::ShedOldest)
+                .with_codel(Duration::from_millis(target), Duration::from_millis(interval));
+            if let Some(d) = deadline {
+                s = s.with_deadline(Duration::from_millis(d));
+            }
+            s
+        },
+    );
+    let mode = prop_oneof![
+        Just(SchedulerMode::Strict),
+        (prop_oneof![Just(0.25), Just(0.5), Just(0.75)], 1u32..=8)
+            .prop_map(|(cap, window)| SchedulerMode::CappedStrict { cap, window }),
+    ];
+    (proptest::collection::vec(spec, 1..=3), mode).prop_map(|(specs, mode)| {
+        let b = specs.into_iter().enumerate().fold(Config::builder(), |b, (i, mut s)| {
+            s.name = format!("c{i}");
+            b.class(s)
+        });
+        b.scheduler(mode).build().expect("generated configs are valid")
+    })
+}
+
+fn overload_ops_strategy() -> impl Strategy<Value = Vec<Op>> {
+    let op = prop_oneof![
+        6 => (0usize..3).prop_map(Op::TrySend),
+        4 => Just(Op::TryRecv),
+        4 => (0u64..4).prop_map(Op::Advance),
+    ];
+    proptest::collection::vec(op, 20..200)
 }

@@ -32,7 +32,12 @@ enum End {
 #[derive(Default)]
 struct Seen {
     ends: BTreeMap<u64, Vec<End>>,
+    /// Sends refused: full, closed, rejected.
     returned: [u64; 3],
+    /// Reservations refused (not events in the ledger).
+    reservations_refused: u64,
+    /// Events handed back because their reservation was refused: never offered.
+    unoffered: u64,
 }
 
 impl Seen {
@@ -130,14 +135,19 @@ async fn produce(tx: Sender<u64>, p: u64, n: u64, classes: usize, seed: u64, see
                     permit.send(ev);
                     None
                 }
-                Err(e) => Some((ev, refusal(&TrySendErrorKind::from(e)))),
+                Err(_) => {
+                    // A refused reservation is no event: the event was never offered.
+                    let mut s = seen.lock().unwrap();
+                    s.end(ev, End::Returned);
+                    s.reservations_refused += 1;
+                    s.unoffered += 1;
+                    continue;
+                }
             },
             _ => {
-                // A permit taken and dropped unused, then the event offered again without waiting.
-                // (A refused reservation counts as a refused offer in the ledger.)
-                match tx.try_reserve(class) {
-                    Ok(permit) => drop(permit),
-                    Err(e) => seen.lock().unwrap().returned[refusal(&TrySendErrorKind::from(e))] += 1,
+                // A permit taken and dropped unused, then the event offered without waiting.
+                if tx.try_reserve(class).is_err() {
+                    seen.lock().unwrap().reservations_refused += 1;
                 }
                 match tx.try_send(ev, class) {
                     Ok(()) => None,
@@ -331,6 +341,10 @@ fn run_round(round: &Round) {
     }
     assert_eq!(t.delivered, delivered, "delivered: ledger vs consumers");
     assert_eq!([t.rejected_full, t.rejected_closed, t.rejected_policy], seen.returned, "refusals: ledger vs senders");
+    let cancelled = seen.ends.values().filter(|e| e[0] == End::Cancelled).count() as u64;
+    assert_eq!(t.cancelled, cancelled, "cancelled sends: ledger vs senders");
+    assert_eq!(t.reservations_refused, seen.reservations_refused, "refused reservations: ledger vs senders");
+    assert_eq!(t.offered, total - seen.unoffered, "offered: every event sent, once");
     assert_eq!(t.queued, 0, "nothing left queued");
     if single_consumer && logs.len() == 1 {
         let mut last: BTreeMap<(u64, ClassId), u64> = BTreeMap::new();

@@ -34,6 +34,11 @@ use waiters::Ticket;
 /// the sink's. A sink backed by a bounded buffer decides itself what to do when it is full
 /// (block, spill, or count and drop) — the channel's ledger has already counted the dead letter.
 /// Any `Fn(DeadLetter<E>) + Send + Sync` closure is a sink.
+///
+/// A sink that panics is contained: the operation that produced the dead letter completes, the
+/// ledger has counted the dead letter with its reason, the panic is counted
+/// ([`Stats::sink_panics`]) and logged once through `tracing` (the default panic hook stays
+/// silent for it).
 pub trait DeadLetterSink<E>: Send + Sync {
     /// Takes one dead letter.
     fn dead_letter(&self, letter: DeadLetter<E>);
@@ -74,6 +79,9 @@ pub fn channel_with_sink<E: Send + 'static>(
 }
 
 fn build<E: Send + 'static>(config: &Config, sink: Option<Box<dyn DeadLetterSink<E>>>) -> (Sender<E>, Receiver<E>) {
+    if sink.is_some() {
+        crate::contain::quiet_hook();
+    }
     let shared = Arc::new(Shared::new(config, sink));
     (Sender { shared: shared.clone() }, Receiver { shared })
 }
@@ -82,10 +90,22 @@ fn build<E: Send + 'static>(config: &Config, sink: Option<Box<dyn DeadLetterSink
 struct WaitGuard<'a, E> {
     shared: &'a Shared<E>,
     ticket: Ticket,
+    /// A send's class while its event is still in the future: dropped so, the send was
+    /// cancelled while it waited (a guard exists only once the future was polled).
+    sending: Option<usize>,
+}
+
+impl<'a, E> WaitGuard<'a, E> {
+    fn new(shared: &'a Shared<E>, sending: Option<usize>) -> WaitGuard<'a, E> {
+        WaitGuard { shared, ticket: Ticket::default(), sending }
+    }
 }
 
 impl<E> Drop for WaitGuard<'_, E> {
     fn drop(&mut self) {
+        if let Some(k) = self.sending {
+            self.shared.count_cancelled(k);
+        }
         self.shared.cancel_wait(&mut self.ticket);
     }
 }
@@ -243,7 +263,9 @@ impl<E> Sender<E> {
     /// # Cancel safety
     ///
     /// Dropping the future before it completes sends nothing, gives up its place in the wait
-    /// list, and passes on any wakeup it had received.
+    /// list, and passes on any wakeup it had received. The event is dropped with the future; if
+    /// the future had started waiting, the ledger counts it as
+    /// [`cancelled`](crate::ClassStats::cancelled), so `offered` still adds up.
     ///
     /// # Panics
     ///
@@ -273,8 +295,9 @@ impl<E> Sender<E> {
         deadline: Option<Instant>,
     ) -> Result<(), SendError<E>> {
         let k = self.shared.index(class);
-        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        let mut guard = WaitGuard::new(&self.shared, Some(k));
         let taken = poll_fn(|cx| guard.shared.poll_offer(Some(cx), k, Take::Position, &mut guard.ticket)).await;
+        guard.sending = None;
         match taken {
             Ok((pos, shed)) => {
                 self.shared.write(k, pos, event, deadline);
@@ -340,13 +363,45 @@ impl<E> Sender<E> {
     ///
     /// If `class` is not configured.
     pub fn send_blocking(&self, event: E, class: ClassId) -> Result<(), SendError<E>> {
+        self.send_blocking_with_deadline(event, class, None)
+    }
+
+    /// Blocking [`Sender::send_with_deadline`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Sender::send`].
+    ///
+    /// It blocks the thread: do not call it from an async task.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use veltrix_engine::{channel, ClassId, Config, Instant};
+    ///
+    /// let (tx, rx) = channel::<&str>(&Config::default());
+    /// let deadline = Instant::now() + Duration::from_secs(5);
+    /// tx.send_blocking_with_deadline("quote", ClassId::CRITICAL, Some(deadline)).unwrap();
+    /// assert_eq!(rx.recv_blocking().unwrap().deadline, Some(deadline));
+    /// ```
+    pub fn send_blocking_with_deadline(
+        &self,
+        event: E,
+        class: ClassId,
+        deadline: Option<Instant>,
+    ) -> Result<(), SendError<E>> {
         #[cfg(not(veltrix_loom))]
         {
             let k = self.shared.index(class);
             for attempt in 0..BLOCKING_TRIES {
                 match self.shared.offer(k, Take::Position) {
                     Ok((pos, shed)) => {
-                        self.shared.write(k, pos, event, None);
+                        self.shared.write(k, pos, event, deadline);
                         self.shared.dead_letter(shed);
                         return Ok(());
                     }
@@ -356,7 +411,7 @@ impl<E> Sender<E> {
                 }
             }
         }
-        block_on(self.send(event, class))
+        block_on(self.send_with_deadline(event, class, deadline))
     }
 
     /// Reserves a slot in `class`, waiting as [`Sender::send`] does. In a
@@ -376,7 +431,7 @@ impl<E> Sender<E> {
     /// If `class` is not configured.
     pub async fn reserve(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
         let k = self.shared.index(class);
-        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        let mut guard = WaitGuard::new(&self.shared, None);
         let (_, shed) =
             poll_fn(|cx| guard.shared.poll_offer(Some(cx), k, Take::Reservation, &mut guard.ticket)).await?;
         let permit = Permit { shared: &self.shared, class };
@@ -403,6 +458,48 @@ impl<E> Sender<E> {
             }),
             Poll::Pending => unreachable!("no context, no wait"),
         }
+    }
+
+    /// Blocking [`Sender::reserve`], for threads outside an async runtime. It retries briefly
+    /// before parking the thread.
+    ///
+    /// # Errors
+    ///
+    /// [`ReserveError::Closed`] or [`ReserveError::Rejected`].
+    ///
+    /// It blocks the thread: do not call it from an async task.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use veltrix_engine::{channel, ClassId, Config};
+    ///
+    /// let (tx, rx) = channel::<u64>(&Config::default());
+    /// let permit = tx.reserve_blocking(ClassId::CRITICAL).unwrap();
+    /// permit.send(42); // cannot fail: the slot is held
+    /// assert_eq!(rx.recv_blocking().unwrap().event, 42);
+    /// ```
+    pub fn reserve_blocking(&self, class: ClassId) -> Result<Permit<'_, E>, ReserveError> {
+        #[cfg(not(veltrix_loom))]
+        {
+            let k = self.shared.index(class);
+            for attempt in 0..BLOCKING_TRIES {
+                match self.shared.offer(k, Take::Reservation) {
+                    Ok((_, shed)) => {
+                        let permit = Permit { shared: &self.shared, class };
+                        self.shared.dead_letter(shed);
+                        return Ok(permit);
+                    }
+                    Err(b) if b.error == ReserveError::Full => backoff(attempt),
+                    Err(_) => break,
+                }
+            }
+        }
+        block_on(self.reserve(class))
     }
 
     /// Polls for a slot in `class` without a future: `Ready(Ok(permit))` once one is reserved,
@@ -559,7 +656,7 @@ impl<E> Receiver<E> {
     }
 
     async fn poll_until(&self, limit: usize, settle: &mut Vec<Completed>, mut out: impl FnMut(Delivery<E>)) -> usize {
-        let mut guard = WaitGuard { shared: &self.shared, ticket: Ticket::default() };
+        let mut guard = WaitGuard::new(&self.shared, None);
         poll_fn(|cx| guard.shared.poll_pop(Some(cx), &mut guard.ticket, limit, settle, &mut out)).await
     }
 
@@ -575,6 +672,47 @@ impl<E> Receiver<E> {
             }
         }
         block_on(self.recv())
+    }
+
+    /// Blocking [`Receiver::recv_many`], for threads outside an async runtime: waits for at
+    /// least one event, then appends up to `limit` in scheduler order to `buf`. Returns how many;
+    /// 0 means closed and drained (or `limit == 0`). It retries briefly before parking the
+    /// thread; do not call it from an async task.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use veltrix_engine::{channel, ClassId, Config};
+    ///
+    /// let (tx, rx) = channel::<u64>(&Config::default());
+    /// for i in 0..3 {
+    ///     tx.try_send(i, ClassId::SHEDDABLE_PLUS).unwrap();
+    /// }
+    /// drop(tx);
+    /// let mut buf = Vec::new();
+    /// assert_eq!(rx.recv_many_blocking(&mut buf, 8), 3);
+    /// assert_eq!(rx.recv_many_blocking(&mut buf, 8), 0, "closed and drained");
+    /// ```
+    pub fn recv_many_blocking(&self, buf: &mut Vec<Delivery<E>>, limit: usize) -> usize {
+        if limit == 0 {
+            return 0;
+        }
+        #[cfg(not(veltrix_loom))]
+        for attempt in 0..BLOCKING_TRIES {
+            let polled = self.shared.poll_pop(None, &mut Ticket::default(), limit, &mut Vec::new(), |d| buf.push(d));
+            match polled {
+                Poll::Ready(n) => return n,
+                Poll::Pending => backoff(attempt),
+            }
+        }
+        block_on(self.recv_many(buf, limit))
+    }
+
+    /// Every worker serving this channel is gone (the engine noticed): closes it, marks it
+    /// abandoned (later permit fills are dead-lettered `Closed` at once) and dead-letters the
+    /// backlog with `reason`.
+    pub(crate) fn abandon(&self, reason: DeadLetterReason) {
+        self.shared.abandon_with(reason);
     }
 
     /// Stops admission: later sends get their event back as `Closed`; blocked senders wake and

@@ -80,6 +80,10 @@ struct Refusals {
     closed: AtomicU64,
     /// Reservations filled after every receiver was gone (dead-lettered `Closed`).
     closed_commits: AtomicU64,
+    /// Send futures dropped while they waited for room.
+    cancelled: AtomicU64,
+    /// Reservations refused for any reason (not events: outside `offered`).
+    reservations: AtomicU64,
 }
 
 impl Refusals {
@@ -89,6 +93,8 @@ impl Refusals {
             policy: AtomicU64::new(0),
             closed: AtomicU64::new(0),
             closed_commits: AtomicU64::new(0),
+            cancelled: AtomicU64::new(0),
+            reservations: AtomicU64::new(0),
         }
     }
 }
@@ -123,6 +129,8 @@ pub(crate) struct Shared<E> {
     pub(crate) senders: AtomicUsize,
     pub(crate) receivers: AtomicUsize,
     sink: Option<Box<dyn DeadLetterSink<E>>>,
+    /// Sink calls that panicked (contained).
+    sink_panics: AtomicU64,
 }
 
 impl<E> Shared<E> {
@@ -142,6 +150,7 @@ impl<E> Shared<E> {
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
             sink,
+            sink_panics: AtomicU64::new(0),
         }
     }
 
@@ -160,13 +169,21 @@ impl<E> Shared<E> {
         class.index()
     }
 
+    /// Hands a dead letter (already counted) to the sink. A panicking sink is contained: the
+    /// panic is counted and logged, and the operation that produced the dead letter carries on
+    /// with the channel's state intact (every caller is outside the channel's locks here).
     pub(crate) fn dead_letter(&self, letter: Option<DeadLetter<E>>) {
         let Some(letter) = letter else { return };
+        let (class, reason) = (letter.class.index(), letter.reason);
         match &self.sink {
-            Some(sink) => sink.dead_letter(letter),
-            None => {
-                tracing::debug!(class = letter.class.index(), reason = %letter.reason, "dead letter dropped: no sink configured")
+            Some(sink) => {
+                let call = std::panic::AssertUnwindSafe(|| sink.dead_letter(letter));
+                if let Err(panic) = crate::contain::call(call) {
+                    self.sink_panics.fetch_add(1, Relaxed);
+                    tracing::error!(class, %reason, %panic, "dead-letter sink panicked; contained");
+                }
             }
+            None => tracing::debug!(class, %reason, "dead letter dropped: no sink configured"),
         }
     }
 
@@ -262,15 +279,22 @@ impl<E> Shared<E> {
         }
     }
 
-    /// Counts a final refusal (a `Full` only when the caller does not wait).
-    pub(crate) fn count_refusal(&self, k: usize, error: ReserveError) {
+    /// Counts a final refusal (a `Full` only when the caller does not wait): of an event, or of
+    /// a reservation (no event).
+    pub(crate) fn count_refusal(&self, k: usize, take: Take, error: ReserveError) {
         let r = &self.refused[k];
-        let counter = match error {
-            ReserveError::Full => &r.full,
-            ReserveError::Closed => &r.closed,
-            ReserveError::Rejected => &r.policy,
+        let counter = match (take, error) {
+            (Take::Reservation, _) => &r.reservations,
+            (Take::Position, ReserveError::Full) => &r.full,
+            (Take::Position, ReserveError::Closed) => &r.closed,
+            (Take::Position, ReserveError::Rejected) => &r.policy,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Counts a send of class `k` given up by its caller while it waited.
+    pub(crate) fn count_cancelled(&self, k: usize) {
+        self.refused[k].cancelled.fetch_add(1, Relaxed);
     }
 
     /// Offers until a slot is taken or the offer fails for good; with `cx`, registers `ticket`
@@ -301,7 +325,7 @@ impl<E> Shared<E> {
                     // Room appeared (or the channel closed) since the offer: try again.
                 }
                 Err(Blocked { error, .. }) => {
-                    self.count_refusal(k, error);
+                    self.count_refusal(k, take, error);
                     self.leave(ticket, true);
                     return Poll::Ready(Err(error));
                 }
@@ -605,12 +629,17 @@ impl<E> Shared<E> {
     /// Every receiver is gone: closes, dead-letters the backlog (`Closed`), and from now on
     /// reservations filled are dead-lettered too.
     pub(crate) fn abandon(&self) {
+        self.abandon_with(DeadLetterReason::Closed);
+    }
+
+    /// [`Shared::abandon`], dead-letting the backlog with `reason`.
+    pub(crate) fn abandon_with(&self, reason: DeadLetterReason) {
         for ring in self.rings.iter() {
             ring.close(true);
         }
         self.closed.store(true, Release);
         self.wake_everyone();
-        self.drain_backlog(DeadLetterReason::Closed);
+        self.drain_backlog(reason);
     }
 
     // ---- observation ----
@@ -636,7 +665,8 @@ impl<E> Shared<E> {
     /// after abandonment), so conservation holds in every snapshot, also mid-flight.
     pub(crate) fn stats(&self) -> Stats {
         let c = lock(&self.consumer);
-        Stats { classes: (0..self.classes()).map(|k| self.class_stats(&c, k)).collect() }
+        let classes = (0..self.classes()).map(|k| self.class_stats(&c, k)).collect();
+        Stats { classes, sink_panics: self.sink_panics.load(Relaxed) }
     }
 
     fn class_stats(&self, c: &Consumer, k: usize) -> ClassStats {
@@ -649,7 +679,9 @@ impl<E> Shared<E> {
         s.rejected_full = refused.full.load(Acquire);
         s.rejected_policy = refused.policy.load(Acquire);
         s.rejected_closed = refused.closed.load(Acquire);
-        s.offered = s.accepted + s.rejected();
+        s.cancelled = refused.cancelled.load(Acquire);
+        s.reservations_refused = refused.reservations.load(Acquire);
+        s.offered = s.accepted + s.rejected() + s.cancelled;
         s
     }
 

@@ -32,6 +32,9 @@ pub struct HandlerContext {
     pub attempt: u32,
     /// When the event was accepted.
     pub enqueued_at: Instant,
+    /// When its worker took it from the queue (the same for every attempt): `dequeued_at -
+    /// enqueued_at` is the time it waited.
+    pub dequeued_at: Instant,
     /// When the event expires, if it has a deadline.
     pub deadline: Option<Instant>,
 }

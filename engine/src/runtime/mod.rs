@@ -54,10 +54,11 @@ use crate::error::{SendError, SubmitError, TrySendError};
 use crate::latch::Latch;
 use crate::ledger::{ClassStats, DeadLetterReason};
 use crate::sync::block_on;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use telemetry::RouteTelemetry;
-use worker::Worker;
+use worker::{LaneWatch, Worker};
 
 /// Identifies a route: its index in registration order. [`Engine::route_name`] gives its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -82,7 +83,26 @@ pub struct Routed<E> {
     pub event: E,
 }
 
-type Sink<E> = Arc<dyn DeadLetterSink<Routed<E>>>;
+/// The engine's dead-letter sink: the user's (if any), with its panics contained and counted.
+pub(crate) struct GuardedSink<E> {
+    inner: Option<Box<dyn DeadLetterSink<Routed<E>>>>,
+    panics: AtomicU64,
+}
+
+impl<E> GuardedSink<E> {
+    /// Hands `letter` (already counted in the ledger) to the user's sink; a panic there is
+    /// contained, counted and logged.
+    pub(crate) fn dead_letter(&self, letter: DeadLetter<Routed<E>>) {
+        let Some(sink) = &self.inner else { return };
+        let (class, reason) = (letter.class.index(), letter.reason);
+        if let Err(panic) = crate::contain::call(AssertUnwindSafe(|| sink.dead_letter(letter))) {
+            self.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(class, %reason, %panic, "dead-letter sink panicked; contained");
+        }
+    }
+}
+
+type Sink<E> = Arc<GuardedSink<E>>;
 
 /// Builds the error that hands a refused event back.
 type HandBack<E> = fn(E) -> SubmitError<E>;
@@ -252,14 +272,21 @@ impl fmt::Display for EngineBuildError {
 
 impl std::error::Error for EngineBuildError {}
 
-type Spawner<E> = Box<
-    dyn FnOnce(RouteId, &[Receiver<Routed<E>>], &Arc<Latch>, &Sink<E>, &Arc<RouteTelemetry>) -> Vec<JoinHandle<()>>,
->;
+/// What a route's workers share: the lanes (receiver and watch) and the engine's parts.
+struct Spawn<'a, E> {
+    route: RouteId,
+    lanes: &'a [(Receiver<Routed<E>>, Arc<LaneWatch>)],
+    stop: &'a Arc<Latch>,
+    sink: &'a Sink<E>,
+    telemetry: &'a Arc<RouteTelemetry>,
+}
+
+type Spawner<E> = Box<dyn FnOnce(Spawn<'_, E>) -> Vec<JoinHandle<()>>>;
 
 /// Registers routes; see [`Engine::builder`].
 pub struct EngineBuilder<E> {
     routes: Vec<(String, RouteSpec, Spawner<E>)>,
-    sink: Option<Sink<E>>,
+    sink: Option<Box<dyn DeadLetterSink<Routed<E>>>>,
 }
 
 impl<E> fmt::Debug for EngineBuilder<E> {
@@ -278,20 +305,22 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         let lanes = if spec.keyed { workers } else { 1 };
         // Workers sharing a lane take one event at a time (see `RouteSpec::max_batch`).
         let max_batch = if workers > lanes { 1 } else { spec.max_batch };
-        let spawn: Spawner<E> = Box::new(move |route, lanes, stop, sink, telemetry| {
+        let spawn: Spawner<E> = Box::new(move |s: Spawn<'_, E>| {
             (0..workers)
                 .map(|w| {
+                    let (rx, lane) = &s.lanes[w % s.lanes.len()];
                     let worker = Worker {
-                        rx: lanes[w % lanes.len()].clone(),
+                        rx: rx.clone(),
+                        lane: lane.clone(),
                         handler: handler.clone(),
                         retry,
-                        stop: stop.clone(),
-                        sink: sink.clone(),
-                        telemetry: telemetry.clone(),
+                        stop: s.stop.clone(),
+                        sink: s.sink.clone(),
+                        telemetry: s.telemetry.clone(),
                         index: w,
                         max_batch,
                     };
-                    tracing::trace!(route = route.index(), worker = w, "worker spawned");
+                    tracing::trace!(route = s.route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())
                 })
                 .collect()
@@ -301,8 +330,11 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
     }
 
     /// Where dead letters go (every route's). Without one they are counted and dropped.
+    ///
+    /// A sink that panics is contained like a panicking handler: the dead letter is counted
+    /// with its reason, the panic in [`EngineStats::sink_panics`], and the worker carries on.
     pub fn dead_letter_sink(mut self, sink: impl DeadLetterSink<Routed<E>> + 'static) -> Self {
-        self.sink = Some(Arc::new(sink));
+        self.sink = Some(Box::new(sink));
         self
     }
 
@@ -316,8 +348,10 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(EngineBuildError::NoRuntime);
         }
-        let sink: Sink<E> = self.sink.unwrap_or_else(|| Arc::new(|_: DeadLetter<Routed<E>>| {}));
+        crate::contain::quiet_hook();
+        let sink: Sink<E> = Arc::new(GuardedSink { inner: self.sink, panics: AtomicU64::new(0) });
         let stop = Arc::new(Latch::new());
+        let lost = Arc::new(AtomicUsize::new(0));
         let mut routes = Vec::with_capacity(self.routes.len());
         let mut workers = Vec::new();
         for (i, (name, spec, spawn)) in self.routes.into_iter().enumerate() {
@@ -335,7 +369,19 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                     })
                 })
                 .unzip();
-            workers.extend(spawn(id, &receivers, &stop, &sink, &telemetry));
+            let per_lane = |lane: usize| (lane..spec.workers).step_by(lanes).count();
+            let watched: Vec<_> = receivers
+                .iter()
+                .enumerate()
+                .map(|(l, rx)| (rx.clone(), Arc::new(LaneWatch::new(id, l, per_lane(l), lost.clone()))))
+                .collect();
+            workers.extend(spawn(Spawn {
+                route: id,
+                lanes: &watched,
+                stop: &stop,
+                sink: &sink,
+                telemetry: &telemetry,
+            }));
             tracing::info!(route = %name, workers = spec.workers, lanes, "route started");
             routes.push(Route {
                 name,
@@ -349,7 +395,14 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         }
         let mut by_name: Vec<(String, usize)> = routes.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
         by_name.sort();
-        Ok(Engine { routes: routes.into(), by_name: by_name.into(), stop, workers: std::sync::Mutex::new(workers) })
+        Ok(Engine {
+            routes: routes.into(),
+            by_name: by_name.into(),
+            stop,
+            sink,
+            lost,
+            workers: std::sync::Mutex::new(workers),
+        })
     }
 
     fn validate(&self) -> Result<(), EngineBuildError> {
@@ -423,10 +476,19 @@ impl<E> Route<E> {
 /// is no handle left) and lets the workers drain the backlog in the background for as long as
 /// the runtime runs. If the runtime stops first, every event still queued is dead-lettered
 /// (`closed`) and every event in flight (`shutdown`): nothing is dropped silently.
+///
+/// Workers are watched: when the last worker of a lane ends without having drained it (its
+/// runtime was dropped while the engine lives on, or its task panicked outside the contained
+/// handler and sink calls), the lane is closed at once — its backlog is dead-lettered
+/// (`closed`), later submits to it get their event back as `Closed`, and
+/// [`EngineStats::workers_lost`] counts the loss.
 pub struct Engine<E> {
     routes: Box<[Route<E>]>,
     by_name: Box<[(String, usize)]>,
     stop: Arc<Latch>,
+    sink: Sink<E>,
+    /// Workers lost (see [`EngineStats::workers_lost`]).
+    lost: Arc<AtomicUsize>,
     workers: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -547,16 +609,23 @@ impl<E> Engine<E> {
 
     /// Every route's numbers.
     pub fn stats(&self) -> EngineStats {
-        EngineStats { routes: self.routes.iter().map(Route::stats).collect() }
+        EngineStats {
+            routes: self.routes.iter().map(Route::stats).collect(),
+            sink_panics: self.sink.panics.load(Ordering::Relaxed),
+            workers_lost: self.lost.load(Ordering::Relaxed),
+        }
     }
 
     /// Stops intake (late submits, and submits waiting for room, get `Closed(event)` back), lets
     /// the workers drain the backlog until `drain` has passed, then stops them: handlers still
     /// running are dropped and their events, and everything still queued, are dead-lettered
     /// with reason `shutdown`. A second call finds nothing left to do and reports again (a call
-    /// made while another is still draining reports `drained` without waiting for it). An
-    /// [`OwnedPermit`](crate::OwnedPermit) still held after shutdown fills a queue nobody serves:
-    /// its event is dead-lettered (`closed`) when the engine is dropped.
+    /// made while another is still draining reports on the ledger as it stands, without waiting
+    /// for the first). An [`OwnedPermit`](crate::OwnedPermit) still held after shutdown is
+    /// dead-lettered (`closed`) when it is filled: no worker is left to serve it.
+    ///
+    /// [`ShutdownReport::drained`] says whether the workers finished everything: `false` if
+    /// anything was left queued or in flight at the deadline, or a worker was lost before.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
         let deadline = Instant::now() + drain;
         for route in self.routes.iter() {
@@ -566,8 +635,8 @@ impl<E> Engine<E> {
         }
         tracing::info!(drain_ms = drain.as_millis() as u64, "engine shutting down");
         let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-        let drained = tokio::time::timeout_at(deadline, join_all(&mut workers)).await.is_ok();
-        if !drained {
+        let in_time = tokio::time::timeout_at(deadline, join_all(&mut workers)).await.is_ok();
+        if !in_time {
             self.stop.set();
             self.dead_letter_backlogs();
             // Handlers still running see the stop and dead-letter their event; a worker waiting
@@ -581,7 +650,8 @@ impl<E> Engine<E> {
             // Commits that raced the first pass.
             self.dead_letter_backlogs();
         }
-        let report = ShutdownReport::new(drained, self.stats());
+        let report = ShutdownReport::new(in_time, self.stats());
+        let drained = report.drained;
         tracing::info!(drained, handled = report.handled, returned = report.returned, "engine shut down");
         report
     }

@@ -134,6 +134,14 @@ impl RouteStats {
 pub struct EngineStats {
     /// The routes.
     pub routes: Vec<RouteStats>,
+    /// Calls of the dead-letter sink that panicked. Each was contained: the dead letter is
+    /// counted with its reason, the worker carried on.
+    pub sink_panics: u64,
+    /// Workers that ended without draining their lane before shutdown stopped them: their
+    /// runtime shut down, or their task panicked outside the contained handler and sink calls.
+    /// A lane whose last worker is lost is closed at once: its backlog is dead-lettered
+    /// (`closed`) and later submits to it get their event back.
+    pub workers_lost: usize,
 }
 
 impl EngineStats {
@@ -155,7 +163,11 @@ impl EngineStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether every worker finished the backlog before the drain deadline.
+    /// Whether the workers finished every accepted event before the drain deadline: nothing
+    /// was left queued or in flight, and no worker was lost (see
+    /// [`EngineStats::workers_lost`]). `false` means some events were dead-lettered instead
+    /// (`shutdown` at the deadline, `closed` in a lane whose workers were gone) — or are still
+    /// queued behind a permit that was filled after the workers finished.
     pub drained: bool,
     /// Events handled successfully, over the engine's life.
     pub handled: u64,
@@ -168,8 +180,10 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
-    pub(crate) fn new(drained: bool, stats: EngineStats) -> ShutdownReport {
+    /// `in_time`: whether every worker finished before the drain deadline.
+    pub(crate) fn new(in_time: bool, stats: EngineStats) -> ShutdownReport {
         let t = stats.total();
+        let drained = in_time && stats.workers_lost == 0 && t.queued == 0 && t.in_flight() == 0;
         let dead_lettered = DeadLetterReason::ALL.into_iter().map(|r| (r, t.dead(r))).filter(|(_, n)| *n > 0).collect();
         ShutdownReport { drained, handled: t.handled, returned: t.rejected(), dead_lettered, stats }
     }

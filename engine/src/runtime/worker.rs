@@ -17,7 +17,7 @@
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
 use std::task::Poll;
 use std::time::Duration;
@@ -26,21 +26,72 @@ use tokio::time::Instant;
 
 use super::handler::{Handler, HandlerContext, Outcome, RetryPolicy};
 use super::telemetry::{RouteTelemetry, Sample};
-use super::{Routed, Sink};
+use super::{RouteId, Routed, Sink};
 use crate::chan::{Completed, Receiver};
+use crate::contain::{self, Panic};
 use crate::core::{DeadLetter, Delivery};
 use crate::latch::Latch;
 use crate::ledger::{Completion, DeadLetterReason};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest batch a worker takes by default.
 pub(crate) const MAX_BATCH: usize = 32;
 /// A batch that took less than this lets the next one be twice as large.
 pub(crate) const BATCH_BUDGET: Duration = Duration::from_micros(50);
 
+/// Watches the workers of one lane, so that a lane nobody serves any more is noticed.
+#[derive(Debug)]
+pub(crate) struct LaneWatch {
+    route: RouteId,
+    lane: usize,
+    /// Workers of the lane still running.
+    live: AtomicUsize,
+    /// The engine's count of lost workers.
+    lost: Arc<AtomicUsize>,
+}
+
+impl LaneWatch {
+    pub(crate) fn new(route: RouteId, lane: usize, workers: usize, lost: Arc<AtomicUsize>) -> LaneWatch {
+        LaneWatch { route, lane, live: AtomicUsize::new(workers), lost }
+    }
+}
+
+/// Held by a running worker. Dropped — when the worker returns, when its task is aborted or
+/// its runtime drops it, or when it unwinds — it counts the worker lost unless it finished
+/// (its lane closed and drained) or shutdown stopped it; the lane's last worker closes the lane
+/// for good, dead-lettering whatever is queued (`closed`, or `shutdown` past the drain
+/// deadline) and every permit filled later.
+struct Alive<'w, E, H> {
+    worker: &'w Worker<E, H>,
+    finished: bool,
+}
+
+impl<E, H> Drop for Alive<'_, E, H> {
+    fn drop(&mut self) {
+        let w = self.worker;
+        let stopped = w.stop.is_set();
+        let watch = &w.lane;
+        if !self.finished && !stopped {
+            watch.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                route = watch.route.index(),
+                lane = watch.lane,
+                worker = w.index,
+                "worker ended before its lane was drained (its runtime shut down, or it panicked)"
+            );
+        }
+        if watch.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let reason = if stopped { DeadLetterReason::Shutdown } else { DeadLetterReason::Closed };
+            w.rx.abandon(reason);
+        }
+    }
+}
+
 /// Everything a worker needs; one per worker task.
 pub(crate) struct Worker<E, H> {
     pub(crate) rx: Receiver<Routed<E>>,
+    pub(crate) lane: Arc<LaneWatch>,
     pub(crate) handler: Arc<H>,
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Arc<Latch>,
@@ -54,6 +105,9 @@ pub(crate) struct Worker<E, H> {
 
 impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
     pub(crate) async fn run(self) {
+        // Declared first, dropped last: the batch reports its completions before the lane can
+        // be closed for good.
+        let mut alive = Alive { worker: &self, finished: false };
         let mut batch = Batch {
             worker: &self,
             queue: VecDeque::with_capacity(self.max_batch),
@@ -65,6 +119,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
         loop {
             let got = self.rx.recv_settling(&mut batch.taken, limit, &mut batch.settle).await;
             if got == 0 {
+                alive.finished = true;
                 break;
             }
             let dequeued_at = Instant::now();
@@ -100,6 +155,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
                 key: d.event.key,
                 attempt,
                 enqueued_at: enqueued_at(d, dequeued_at),
+                dequeued_at,
                 deadline: d.deadline,
             };
             let retries = attempt - 1;
@@ -109,7 +165,10 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
             let attempt_fut = catch_panics(async { self.handler.handle(&d.event.event, cx).await });
             let outcome = match first(attempt_fut, self.stop.wait()).await {
                 First::A(Ok(outcome)) => outcome,
-                First::A(Err(())) => return (Completion::DeadLettered(DeadLetterReason::Panicked), retries),
+                First::A(Err(panic)) => {
+                    tracing::warn!(class = d.class.index(), attempt, %panic, "handler panicked; contained");
+                    return (Completion::DeadLettered(DeadLetterReason::Panicked), retries);
+                }
                 First::B(()) => return (Completion::DeadLettered(DeadLetterReason::Shutdown), retries),
             };
             match outcome {
@@ -215,14 +274,14 @@ async fn first<A: Future, B: Future>(a: A, b: B) -> First<A::Output, B::Output> 
     .await
 }
 
-/// Runs `f`, turning a panic in any of its polls into `Err(())`. The panic's message still
-/// reaches the panic hook (stderr by default).
-async fn catch_panics<F: Future>(f: F) -> Result<F::Output, ()> {
+/// Runs `f`, turning a panic in any of its polls into `Err`. The panic is contained: the
+/// default panic hook stays silent for it (see [`contain`](crate::contain)); the caller logs it.
+async fn catch_panics<F: Future>(f: F) -> Result<F::Output, Panic> {
     let mut f = pin!(f);
-    poll_fn(|cx| match catch_unwind(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
+    poll_fn(|cx| match contain::call(AssertUnwindSafe(|| f.as_mut().poll(cx))) {
         Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
         Ok(Poll::Pending) => Poll::Pending,
-        Err(_) => Poll::Ready(Err(())),
+        Err(panic) => Poll::Ready(Err(panic)),
     })
     .await
 }

@@ -1,0 +1,92 @@
+//! Containing panics of user code: handlers and dead-letter sinks.
+//!
+//! A contained panic is caught, counted and logged once through `tracing` (message and
+//! location) by the code that contained it. The default panic hook would also print it with a
+//! backtrace prompt to stderr, once per panic — thousands of lines for a handler that panics on
+//! every event of a flood. So the first channel or engine built installs a hook (once per
+//! process) that stays silent while the panicking thread is inside [`call`], and hands every
+//! other panic to the hook that was installed before it. A hook set later replaces it, as
+//! always in Rust; contained panics are then printed by that hook.
+
+use std::any::Any;
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::panic::{self, UnwindSafe};
+use std::sync::Once;
+
+thread_local! {
+    /// How many [`call`]s this thread is inside.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// Where the last contained panic of this thread happened (set by the hook).
+    static LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// A panic that was contained: its message and, when the hook saw it, its location.
+#[derive(Debug)]
+pub(crate) struct Panic {
+    message: String,
+    location: Option<String>,
+}
+
+impl fmt::Display for Panic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.location {
+            Some(at) => write!(f, "{} (at {at})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Runs `f`, catching a panic in it. The panic hook installed by [`quiet_hook`] stays silent
+/// for it.
+pub(crate) fn call<R>(f: impl FnOnce() -> R + UnwindSafe) -> Result<R, Panic> {
+    DEPTH.with(|d| d.set(d.get() + 1));
+    let result = panic::catch_unwind(f);
+    DEPTH.with(|d| d.set(d.get() - 1));
+    result.map_err(|payload| Panic { message: message(&*payload), location: LOCATION.with(|l| l.take()) })
+}
+
+fn message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic payload that is not a string".to_string()
+    }
+}
+
+/// Installs, once per process, the panic hook that silences contained panics (see the module
+/// docs). Does nothing on a thread that is panicking (the hook cannot be changed there).
+pub(crate) fn quiet_hook() {
+    static INSTALL: Once = Once::new();
+    if std::thread::panicking() {
+        return;
+    }
+    INSTALL.call_once(|| {
+        let previous = panic::take_hook();
+        panic::set_hook(Box::new(move |info| {
+            if DEPTH.with(Cell::get) > 0 {
+                let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+                LOCATION.with(|l| *l.borrow_mut() = at);
+            } else {
+                previous(info);
+            }
+        }));
+    });
+}
+
+#[cfg(all(test, not(veltrix_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_contained_panic_comes_back_with_its_message_and_location() {
+        quiet_hook();
+        let p = call(|| panic!("boom {}", 7)).unwrap_err();
+        assert_eq!(p.message, "boom 7");
+        assert!(p.location.as_deref().is_some_and(|l| l.contains("contain.rs")), "{p}");
+        assert_eq!(call(|| 5).unwrap(), 5);
+        assert_eq!(DEPTH.with(Cell::get), 0, "depth restored after a panic");
+    }
+}
