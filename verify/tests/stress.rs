@@ -4,8 +4,10 @@
 //!
 //! Each round is seeded (xoshiro256**) and prints its seed. After each round: every event ends
 //! exactly once — delivered, dead-lettered with a reason, handed back, or cancelled by its sender
-//! — the ledger agrees with what the test saw and is conserved, and with one consumer every
-//! producer's events of a class arrive in the order sent. A watchdog turns a hang into a failure.
+//! — the ledger (and the count of contained sink panics) agrees with what the test saw and is
+//! conserved, no event is delivered after its deadline, with one consumer every producer's
+//! events of a class arrive in the order sent, and draining a filled channel keeps every
+//! class's starvation bound. A watchdog turns a hang into a failure.
 //!
 //! Budget: `VELTRIX_STRESS_SECS` seconds (default 8); one round: `VELTRIX_STRESS_SEED=<seed>`.
 #![cfg(not(veltrix_loom))]
@@ -19,6 +21,14 @@ use veltrix_engine::{
     Sender, TrySendError, channel_with_sink,
 };
 use veltrix_sim::rng::Xoshiro256;
+
+/// The test reads the clock a little after the engine checked the deadline, and on a 2-core
+/// machine running more threads than cores the thread can be preempted in between for a
+/// scheduler time slice (milliseconds were seen). So lateness is judged with this allowance:
+/// it still catches the failure this check exists for — a slow dead-letter sink making later
+/// events of the same receive late by the sink's whole duration (the slow sink rounds sleep
+/// 40 ms). The exact promise is tested on the paused clock in `channel.rs` and `engine.rs`.
+const GRACE: Duration = Duration::from_millis(20);
 
 /// How one event ended, as the test saw it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +48,9 @@ struct Seen {
     reservations_refused: u64,
     /// Events handed back because their reservation was refused: never offered.
     unoffered: u64,
+    /// Deliveries the consumer saw after the deadline: (event, how late).
+    late: Vec<(u64, Duration)>,
+    sink_calls: u64,
 }
 
 impl Seen {
@@ -65,6 +78,10 @@ struct Round {
     consumers: usize,
     /// After how many microseconds the controller closes the channel or drops its receivers.
     disrupt: Option<(Duration, bool)>,
+    /// The sink panics on every n-th call (after recording the letter).
+    sink_panics_every: Option<u64>,
+    /// Every 100th sink call sleeps 40 ms (blocking work in the sink).
+    slow_sink: bool,
 }
 
 impl Round {
@@ -103,6 +120,8 @@ impl Round {
             per_producer: 200 + pick(&mut rng, 2_000),
             consumers: 1 + pick(&mut rng, 3) as usize,
             disrupt,
+            sink_panics_every: (pick(&mut rng, 3) == 0).then(|| 1 + pick(&mut rng, 4)),
+            slow_sink: pick(&mut rng, 4) == 0,
         }
     }
 }
@@ -114,10 +133,17 @@ async fn produce(tx: Sender<u64>, p: u64, n: u64, classes: usize, seed: u64, see
         let ev = id(p, seq);
         let class = ClassId::new(pick(&mut rng, classes as u64) as usize);
         let end = match pick(&mut rng, 10) {
-            0..=2 => match tx.try_send(ev, class) {
+            0..=1 => match tx.try_send(ev, class) {
                 Ok(()) => None,
                 Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
             },
+            2 => {
+                let deadline = tokio::time::Instant::now() + Duration::from_micros(pick(&mut rng, 2_000));
+                match tx.try_send_with_deadline(ev, class, Some(deadline)) {
+                    Ok(()) => None,
+                    Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
+                }
+            }
             3..=6 => match tx.send(ev, class).await {
                 Ok(()) => None,
                 Err(e) => Some((e.into_inner(), refusal(&TrySendErrorKind::from(&e)))),
@@ -216,26 +242,32 @@ async fn consume(rx: Receiver<u64>, seed: u64, seen: Shared) -> Vec<(u64, ClassI
     let mut rng = Xoshiro256::seed(seed);
     let mut got = Vec::new();
     let mut buf = Vec::new();
-    let record = |got: &mut Vec<(u64, ClassId)>, ev: u64, class: ClassId| {
-        seen.lock().unwrap().end(ev, End::Delivered);
-        got.push((ev, class));
+    // `now`: read as soon as the receive returned, before any lock the test takes.
+    let record = |got: &mut Vec<(u64, ClassId)>, d: veltrix_engine::Delivery<u64>, now: tokio::time::Instant| {
+        let mut s = seen.lock().unwrap();
+        if let Some(late) = d.deadline.filter(|dl| now >= *dl).map(|dl| now - dl) {
+            s.late.push((d.event, late));
+        }
+        s.end(d.event, End::Delivered);
+        got.push((d.event, d.class));
     };
     loop {
         match pick(&mut rng, 3) {
             0 => match rx.recv().await {
-                Some(d) => record(&mut got, d.event, d.class),
+                Some(d) => record(&mut got, d, tokio::time::Instant::now()),
                 None => return got,
             },
             1 => {
                 if rx.recv_many(&mut buf, 1 + pick(&mut rng, 16) as usize).await == 0 {
                     return got;
                 }
+                let now = tokio::time::Instant::now();
                 for d in buf.drain(..) {
-                    record(&mut got, d.event, d.class);
+                    record(&mut got, d, now);
                 }
             }
             _ => match rx.try_recv() {
-                Ok(d) => record(&mut got, d.event, d.class),
+                Ok(d) => record(&mut got, d, tokio::time::Instant::now()),
                 Err(veltrix_engine::TryRecvError::Closed) => return got,
                 Err(_) => tokio::task::yield_now().await,
             },
@@ -246,8 +278,20 @@ async fn consume(rx: Receiver<u64>, seed: u64, seen: Shared) -> Vec<(u64, ClassI
 fn run_round(round: &Round) {
     let seen: Shared = Arc::default();
     let sink_seen = seen.clone();
+    let (panics_every, slow_sink) = (round.sink_panics_every, round.slow_sink);
     let (tx, rx) = channel_with_sink(&round.config, move |d: DeadLetter<u64>| {
-        sink_seen.lock().unwrap().end(d.event, End::Dead(d.reason))
+        let call = {
+            let mut s = sink_seen.lock().unwrap();
+            s.end(d.event, End::Dead(d.reason));
+            s.sink_calls += 1;
+            s.sink_calls
+        };
+        if slow_sink && call % 100 == 0 {
+            std::thread::sleep(Duration::from_millis(40));
+        }
+        if panics_every.is_some_and(|n| call % n == 0) {
+            panic!("stress: the sink panics on call {call}");
+        }
     });
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let classes = round.config.len();
@@ -345,6 +389,10 @@ fn run_round(round: &Round) {
     assert_eq!(t.cancelled, cancelled, "cancelled sends: ledger vs senders");
     assert_eq!(t.reservations_refused, seen.reservations_refused, "refused reservations: ledger vs senders");
     assert_eq!(t.offered, total - seen.unoffered, "offered: every event sent, once");
+    let panics = round.sink_panics_every.map_or(0, |n| seen.sink_calls / n);
+    assert_eq!(final_stats.sink_panics(), panics, "sink panics: counted vs seen");
+    let too_late: Vec<_> = seen.late.iter().filter(|(_, by)| *by > GRACE).collect();
+    assert!(too_late.is_empty(), "delivered after the deadline: {too_late:?}");
     assert_eq!(t.queued, 0, "nothing left queued");
     if single_consumer && logs.len() == 1 {
         let mut last: BTreeMap<(u64, ClassId), u64> = BTreeMap::new();
@@ -357,10 +405,48 @@ fn run_round(round: &Round) {
     }
 }
 
+/// The starvation bound, where "backlogged" is exact: every class is filled, the channel is
+/// closed, and one consumer drains it in random batch sizes. While a class still has events
+/// (before its last delivery), no more than its bound of other classes' events may be delivered
+/// between two of its own.
+fn starvation_drain(round: &Round) {
+    let (tx, rx) = veltrix_engine::channel::<u64>(&round.config);
+    let n = round.config.len();
+    // Least critical first: a class admits only while the classes above it have room.
+    for k in (0..n).rev() {
+        let class = ClassId::new(k);
+        for i in 0..tx.capacity(class) as u64 {
+            tx.try_send((k as u64) << 32 | i, class).expect("room");
+        }
+    }
+    tx.close();
+    let mut rng = Xoshiro256::seed(round.seed ^ 0x5717);
+    let mut order = Vec::new();
+    let mut buf = Vec::new();
+    while rx.recv_many_blocking(&mut buf, 1 + pick(&mut rng, 8) as usize) > 0 {
+        order.extend(buf.drain(..).map(|d| d.class.index()));
+    }
+    for k in 0..n {
+        let Some(bound) = round.config.starvation_bound(ClassId::new(k)) else { continue };
+        let last = order.iter().rposition(|c| *c == k).expect("class k was filled");
+        let mut others = 0;
+        for c in &order[..last] {
+            if *c == k {
+                others = 0;
+            } else {
+                others += 1;
+                assert!(others <= bound, "class {k} waited {others} deliveries, bound {bound} (seed {})", round.seed);
+            }
+        }
+    }
+}
+
 #[test]
 fn random_rounds_lose_nothing_and_keep_every_promise() {
     if let Some(seed) = std::env::var("VELTRIX_STRESS_SEED").ok().and_then(|s| s.parse().ok()) {
-        run_round(&Round::new(seed));
+        let round = Round::new(seed);
+        starvation_drain(&round);
+        run_round(&round);
         return;
     }
     let secs = std::env::var("VELTRIX_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
@@ -371,15 +457,18 @@ fn random_rounds_lose_nothing_and_keep_every_promise() {
         let seed = first.wrapping_add(rounds);
         let round = Round::new(seed);
         eprintln!(
-            "stress round {rounds}: seed {seed} ({} producers + {} threads × {}, {} consumers, {} classes, disrupt {:?}); \
+            "stress round {rounds}: seed {seed} ({} producers + {} threads × {}, {} consumers, {} classes, disrupt {:?}, sink panics every {:?}, slow sink {}); \
              reproduce: VELTRIX_STRESS_SEED={seed} cargo test -p veltrix-verify --test stress",
             round.producers,
             round.threads,
             round.per_producer,
             round.consumers,
             round.config.len(),
-            round.disrupt
+            round.disrupt,
+            round.sink_panics_every,
+            round.slow_sink
         );
+        starvation_drain(&round);
         run_round(&round);
         rounds += 1;
     }

@@ -626,6 +626,8 @@ impl<E> Engine<E> {
     ///
     /// [`ShutdownReport::drained`] says whether the workers finished everything: `false` if
     /// anything was left queued or in flight at the deadline, or a worker was lost before.
+    /// Workers still waiting for the close at the deadline with nothing left to do are stopped
+    /// without a loss: the report says `drained`.
     pub async fn shutdown(&self, drain: Duration) -> ShutdownReport {
         let deadline = Instant::now() + drain;
         for route in self.routes.iter() {
@@ -650,7 +652,7 @@ impl<E> Engine<E> {
             // Commits that raced the first pass.
             self.dead_letter_backlogs();
         }
-        let report = ShutdownReport::new(in_time, self.stats());
+        let report = ShutdownReport::new(self.stats());
         let drained = report.drained;
         tracing::info!(drained, handled = report.handled, returned = report.returned, "engine shut down");
         report

@@ -163,11 +163,11 @@ impl EngineStats {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ShutdownReport {
-    /// Whether the workers finished every accepted event before the drain deadline: nothing
-    /// was left queued or in flight, and no worker was lost (see
-    /// [`EngineStats::workers_lost`]). `false` means some events were dead-lettered instead
-    /// (`shutdown` at the deadline, `closed` in a lane whose workers were gone) — or are still
-    /// queued behind a permit that was filled after the workers finished.
+    /// Whether the workers finished every accepted event: nothing is queued or in flight, no
+    /// event was ever dead-lettered by a shutdown's drain deadline (`shutdown`), and no worker
+    /// was lost (see [`EngineStats::workers_lost`]). `false` means some events were
+    /// dead-lettered instead (`shutdown` at the deadline, `closed` in a lane whose workers were
+    /// gone).
     pub drained: bool,
     /// Events handled successfully, over the engine's life.
     pub handled: u64,
@@ -180,10 +180,10 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// `in_time`: whether every worker finished before the drain deadline.
-    pub(crate) fn new(in_time: bool, stats: EngineStats) -> ShutdownReport {
+    pub(crate) fn new(stats: EngineStats) -> ShutdownReport {
         let t = stats.total();
-        let drained = in_time && stats.workers_lost == 0 && t.queued == 0 && t.in_flight() == 0;
+        let cut_short = t.dead(DeadLetterReason::Shutdown) > 0;
+        let drained = stats.workers_lost == 0 && !cut_short && t.queued == 0 && t.in_flight() == 0;
         let dead_lettered = DeadLetterReason::ALL.into_iter().map(|r| (r, t.dead(r))).filter(|(_, n)| *n > 0).collect();
         ShutdownReport { drained, handled: t.handled, returned: t.rejected(), dead_lettered, stats }
     }
