@@ -24,6 +24,12 @@ impl<T: Timestamp> CodelState<T> {
         CodelState { params, interval_end: None, min_sojourn: Duration::ZERO, overloaded: false, reset: true }
     }
 
+    /// What [`CodelState::should_shed`] would answer, without changing anything.
+    pub(crate) fn would_shed(&self, sojourn: Duration, now: T) -> bool {
+        let starts_interval = self.interval_end.is_none_or(|end| now > end);
+        !starts_interval && !self.reset && self.overloaded && sojourn > self.params.target * 2
+    }
+
     /// Called for each head event at dequeue; `true` means shed it.
     pub(crate) fn should_shed(&mut self, sojourn: Duration, now: T) -> bool {
         if self.interval_end.is_none_or(|end| now > end) {

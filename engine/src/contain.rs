@@ -3,10 +3,14 @@
 //! A contained panic is caught, counted and logged once through `tracing` (message and
 //! location) by the code that contained it. The default panic hook would also print it with a
 //! backtrace prompt to stderr, once per panic — thousands of lines for a handler that panics on
-//! every event of a flood. So the first channel or engine built installs a hook (once per
-//! process) that stays silent while the panicking thread is inside [`call`], and hands every
-//! other panic to the hook that was installed before it. A hook set later replaces it, as
-//! always in Rust; contained panics are then printed by that hook.
+//! every event of a flood. So the first engine, or channel with a sink, built installs a hook
+//! (once per process) that stays silent while the panicking thread is inside [`call`] (user code
+//! the engine runs: a handler's poll, a sink call), and hands every other panic to the hook that
+//! was installed before it. Consequences: a hook installed earlier (an error reporter) does not
+//! see contained panics — they reach `tracing` instead — nor panics that user code catches
+//! itself inside a handler; a hook set later replaces this one, as always in Rust, and then
+//! prints contained panics too. With `panic = "abort"` nothing can be contained, and no hook is
+//! installed.
 
 use std::any::Any;
 use std::cell::{Cell, RefCell};
@@ -40,10 +44,21 @@ impl fmt::Display for Panic {
 /// Runs `f`, catching a panic in it. The panic hook installed by [`quiet_hook`] stays silent
 /// for it.
 pub(crate) fn call<R>(f: impl FnOnce() -> R + UnwindSafe) -> Result<R, Panic> {
-    DEPTH.with(|d| d.set(d.get() + 1));
+    // `try_with`: during thread-local teardown the counters are gone; the panic is still caught.
+    let outer = DEPTH.try_with(|d| {
+        d.set(d.get() + 1);
+        d.get() == 1
+    });
+    if outer == Ok(true) {
+        // A location left by a panic that user code caught itself is not this call's.
+        let _ = LOCATION.try_with(|l| l.borrow_mut().take());
+    }
     let result = panic::catch_unwind(f);
-    DEPTH.with(|d| d.set(d.get() - 1));
-    result.map_err(|payload| Panic { message: message(&*payload), location: LOCATION.with(|l| l.take()) })
+    let _ = DEPTH.try_with(|d| d.set(d.get() - 1));
+    result.map_err(|payload| Panic {
+        message: message(&*payload),
+        location: LOCATION.try_with(|l| l.borrow_mut().take()).ok().flatten(),
+    })
 }
 
 fn message(payload: &(dyn Any + Send)) -> String {
@@ -60,15 +75,16 @@ fn message(payload: &(dyn Any + Send)) -> String {
 /// docs). Does nothing on a thread that is panicking (the hook cannot be changed there).
 pub(crate) fn quiet_hook() {
     static INSTALL: Once = Once::new();
-    if std::thread::panicking() {
+    if cfg!(panic = "abort") || std::thread::panicking() {
         return;
     }
     INSTALL.call_once(|| {
         let previous = panic::take_hook();
         panic::set_hook(Box::new(move |info| {
-            if DEPTH.with(Cell::get) > 0 {
+            // Never panic in here (that aborts): `try_with` and `try_borrow_mut` only.
+            if DEPTH.try_with(Cell::get).unwrap_or(0) > 0 {
                 let at = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-                LOCATION.with(|l| *l.borrow_mut() = at);
+                let _ = LOCATION.try_with(|l| l.try_borrow_mut().map(|mut slot| *slot = at));
             } else {
                 previous(info);
             }

@@ -94,6 +94,13 @@ struct CodelModel {
 }
 
 impl CodelModel {
+    /// What [`CodelModel::sheds`] would answer, changing nothing: a dequeue that starts an
+    /// interval is never shed.
+    fn would_shed(&self, sojourn: Duration, now: Duration) -> bool {
+        let starts_interval = self.ends.is_none_or(|end| now > end);
+        !starts_interval && self.overloaded && sojourn > self.target * 2
+    }
+
     /// Whether the head event, which waited `sojourn`, is shed at `now`.
     fn sheds(&mut self, sojourn: Duration, now: Duration) -> bool {
         let starts_interval = match self.ends {
@@ -398,6 +405,21 @@ impl Reference {
             self.turn = if k + 1 == self.classes.len() { drr_from } else { k + 1 };
             self.served_in_turn = 0;
         }
+    }
+
+    /// A dequeue step at `now` for a receive that already holds deliveries: the channel hands
+    /// those out before any dead letter could delay them, so it takes the next head only if it
+    /// is delivered. `None` if nothing is queued or the head would be dead-lettered (left queued).
+    pub fn pop_deliverable(&mut self, now: Duration) -> Option<Step> {
+        let k = self.pick()?;
+        let c = &self.classes[k];
+        let head = c.queue.front().expect("picked a non-empty class");
+        let expired = head.deadline.is_some_and(|d| d <= now);
+        let shed = c.codel.as_ref().is_some_and(|codel| codel.would_shed(now.saturating_sub(head.enqueued_at), now));
+        if expired || shed {
+            return None;
+        }
+        self.pop(now)
     }
 
     /// One dequeue step at `now`, or `None` if nothing is queued.

@@ -304,3 +304,33 @@ fn blocking_variants_wait_and_cancelled_sends_are_counted() {
     assert_eq!((s.offered, s.accepted, s.cancelled), (5, 4, 1));
     assert!(s.conserved());
 }
+
+/// Regression (found by `ci/soak`): a receive that already holds deliveries must not call the
+/// sink before handing them out — a slow sink made the events it held late past their
+/// deadlines. It stops at the dead head and leaves it for the next receive.
+#[test]
+fn deliveries_are_not_held_back_behind_a_slow_sink() {
+    use veltrix_engine::Instant;
+    let config = classes([ClassSpec::new("c", 8)]);
+    let (dead, record) = sink::<u32>();
+    let (tx, rx) = channel_with_sink(&config, move |d: DeadLetter<u32>| {
+        std::thread::sleep(Duration::from_millis(200));
+        record(d)
+    });
+    let (c, t) = (ClassId::new(0), Instant::now());
+    tx.try_send_with_deadline(1, c, Some(t + Duration::from_millis(100))).unwrap();
+    tx.try_send_with_deadline(2, c, Some(t + Duration::from_millis(1))).unwrap();
+    tx.try_send(3, c).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let mut buf = Vec::new();
+    assert_eq!(rx.recv_many_blocking(&mut buf, 8), 1, "stops at the expired head");
+    let handed_out = Instant::now();
+    assert!(handed_out < buf[0].deadline.unwrap(), "event 1 handed out {:?} after t", handed_out - t);
+    assert!(dead.lock().unwrap().is_empty(), "the sink has not run yet");
+    // The next receive dead-letters the held head first, then delivers what follows.
+    buf.clear();
+    assert_eq!(rx.recv_many_blocking(&mut buf, 8), 1);
+    assert_eq!(buf[0].event, 3);
+    let reasons: Vec<_> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(reasons, [(2, DeadLetterReason::Expired)]);
+}

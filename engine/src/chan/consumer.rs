@@ -24,6 +24,17 @@ impl LazyNow {
     }
 }
 
+/// What [`Consumer::pop`] found.
+#[derive(Debug)]
+pub(crate) enum Next<E> {
+    /// The head was taken: delivered or dead-lettered.
+    Pop(Pop<E, Instant>),
+    /// No class has a published event.
+    Empty,
+    /// The head would be dead-lettered and the caller asked to hold it.
+    Held,
+}
+
 #[derive(Debug)]
 pub(crate) struct ConsumerClass {
     /// The next ring position to take (positions taken so far, not wrapping).
@@ -60,19 +71,37 @@ impl Consumer {
     }
 
     /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired,
-    /// or shed by CoDel), or `None` when no class has a published event. The position taken
-    /// stays unreleased until [`Consumer::flush`].
-    pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow) -> Option<Pop<E, Instant>> {
+    /// or shed by CoDel), or [`Next::Empty`] when no class has a published event. With
+    /// `hold_dead` a head that would be dead-lettered is left where it is ([`Next::Held`]): a
+    /// receive that already holds deliveries returns them before any sink call could delay
+    /// them past their deadlines. The position taken stays unreleased until [`Consumer::flush`].
+    pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow, hold_dead: bool) -> Next<E> {
         let classes = &self.classes;
-        let k = self.sched.pick_by(|k| rings[k].ready(classes[k].next))?;
+        let Some(k) = self.sched.pick_by(|k| rings[k].ready(classes[k].next)) else { return Next::Empty };
         // `pick_by` returns the index of a configured class.
         let class = ClassId::from_index(k);
         let c = &mut self.classes[k];
+        if hold_dead {
+            let dies = rings[k].peek(c.next, |e: &Entry<E, Instant>| {
+                if e.deadline.is_none() && c.codel.is_none() {
+                    return false;
+                }
+                let now = now.get();
+                e.deadline.is_some_and(|d| d <= now)
+                    || c.codel
+                        .as_ref()
+                        .zip(e.enqueued_at)
+                        .is_some_and(|(codel, at)| codel.would_shed(now.saturating_duration_since(at), now))
+            });
+            if dies {
+                return Next::Held;
+            }
+        }
         let entry = rings[k].take(c.next);
         c.next += 1;
         c.unreleased += 1;
         self.unreleased |= 1 << k;
-        Some(dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get()))
+        Next::Pop(dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get()))
     }
 
     /// Takes class `k`'s oldest event out as a dead letter with `reason`, waiting the few

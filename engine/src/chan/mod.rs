@@ -721,6 +721,11 @@ impl<E> Receiver<E> {
         self.shared.close();
     }
 
+    /// Whether the channel is closed (it may still hold events to drain).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
     /// Events queued in `class` (including any a producer is writing right now).
     ///
     /// # Panics

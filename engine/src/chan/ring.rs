@@ -268,6 +268,20 @@ impl<T> Ring<T> {
         slot.value.with(|p| unsafe { p.read().assume_init() })
     }
 
+    /// Lets `f` look at the value at position `r` without taking it. As for [`Ring::take`]: the
+    /// caller holds the consumer lock, `r` is its next position and [`Ring::ready`] returned
+    /// true for it.
+    pub(crate) fn peek<R>(&self, r: u64, f: impl FnOnce(&T) -> R) -> R {
+        debug_assert!(self.ready(r));
+        let slot = &self.slots[(r as u32 & self.mask) as usize];
+        // SAFETY: as in `take`, the value at `r` is completely written and visible (the stamp,
+        // loaded with Acquire in `ready`), the consumer lock excludes other readers, and no
+        // producer writes the slot before it is released; a shared borrow for the duration of
+        // `f` moves nothing out, so the later `take` still reads it exactly once.
+        #[allow(unsafe_code)]
+        slot.value.with(|p| f(unsafe { (*p).assume_init_ref() }))
+    }
+
     /// Waits (a few instructions at most) until position `r`, already taken, is published, then
     /// takes it. For draining a ring whose taken positions are known.
     pub(crate) fn take_when_ready(&self, r: u64) -> T {

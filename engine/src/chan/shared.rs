@@ -50,7 +50,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::DeadLetterSink;
-use super::consumer::{Consumer, LazyNow};
+use super::consumer::{Consumer, LazyNow, Next};
 use super::ring::{self, Refused, Ring, Take};
 use super::waiters::{Ticket, Waiters};
 use crate::config::{ClassId, Config, OverloadPolicy};
@@ -421,17 +421,20 @@ impl<E> Shared<E> {
             }
             let mut now = LazyNow::default();
             let mut dead = None;
+            // Once it holds deliveries, a receive stops at a head that would be dead-lettered:
+            // the sink (user code, maybe slow) runs only before anything is handed out, so no
+            // delivery waits behind it past its deadline. The held head goes first next time.
             while got < limit {
-                match c.pop(&self.rings, &mut now) {
-                    Some(Pop::Deliver(d)) => {
+                match c.pop(&self.rings, &mut now, got > 0) {
+                    Next::Pop(Pop::Deliver(d)) => {
                         out(d);
                         got += 1;
                     }
-                    Some(Pop::Dead(d)) => {
+                    Next::Pop(Pop::Dead(d)) => {
                         dead = Some(d);
                         break;
                     }
-                    None => break,
+                    Next::Empty | Next::Held => break,
                 }
             }
             self.flush(&mut c);

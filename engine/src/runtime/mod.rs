@@ -319,6 +319,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                         telemetry: s.telemetry.clone(),
                         index: w,
                         max_batch,
+                        finished: std::sync::atomic::AtomicBool::new(false),
                     };
                     tracing::trace!(route = s.route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())
@@ -548,7 +549,8 @@ impl<E> Engine<E> {
     ///
     /// # Cancel safety
     ///
-    /// Dropping the future before it completes submits nothing.
+    /// Dropping the future before it completes submits nothing. If it had started waiting for
+    /// room, the route's ledger counts the event as [`cancelled`](crate::ClassStats::cancelled).
     pub async fn submit(&self, s: Submission<'_, E>) -> Result<(), SubmitError<E>> {
         let route = match self.target(&s) {
             Ok(r) => r,

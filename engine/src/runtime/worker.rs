@@ -33,7 +33,7 @@ use crate::core::{DeadLetter, Delivery};
 use crate::latch::Latch;
 use crate::ledger::{Completion, DeadLetterReason};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The largest batch a worker takes by default.
 pub(crate) const MAX_BATCH: usize = 32;
@@ -57,37 +57,6 @@ impl LaneWatch {
     }
 }
 
-/// Held by a running worker. Dropped — when the worker returns, when its task is aborted or
-/// its runtime drops it, or when it unwinds — it counts the worker lost unless it finished
-/// (its lane closed and drained) or shutdown stopped it; the lane's last worker closes the lane
-/// for good, dead-lettering whatever is queued (`closed`, or `shutdown` past the drain
-/// deadline) and every permit filled later.
-struct Alive<'w, E, H> {
-    worker: &'w Worker<E, H>,
-    finished: bool,
-}
-
-impl<E, H> Drop for Alive<'_, E, H> {
-    fn drop(&mut self) {
-        let w = self.worker;
-        let stopped = w.stop.is_set();
-        let watch = &w.lane;
-        if !self.finished && !stopped {
-            watch.lost.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                route = watch.route.index(),
-                lane = watch.lane,
-                worker = w.index,
-                "worker ended before its lane was drained (its runtime shut down, or it panicked)"
-            );
-        }
-        if watch.live.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let reason = if stopped { DeadLetterReason::Shutdown } else { DeadLetterReason::Closed };
-            w.rx.abandon(reason);
-        }
-    }
-}
-
 /// Everything a worker needs; one per worker task.
 pub(crate) struct Worker<E, H> {
     pub(crate) rx: Receiver<Routed<E>>,
@@ -101,13 +70,43 @@ pub(crate) struct Worker<E, H> {
     pub(crate) index: usize,
     /// The most events it takes at once.
     pub(crate) max_batch: usize,
+    /// Set when the worker saw its lane closed and drained.
+    pub(crate) finished: AtomicBool,
+}
+
+/// A worker is dropped when it returns, when its task is aborted or its runtime drops it —
+/// polled or not: an unstarted task drops its captured worker too — or when it unwinds; always
+/// after its batch has reported every completion (the batch is a local of `run`, dropped before
+/// `run`'s argument). It counts itself lost unless it finished, shutdown stopped it, or its lane
+/// was already closed with nothing queued (the engine was dropped and the runtime stopped before
+/// the worker woke to see the end). The lane's last worker closes the lane for good,
+/// dead-lettering whatever is queued (`closed`, or `shutdown` past the drain deadline) and every
+/// permit filled later.
+impl<E, H> Drop for Worker<E, H> {
+    fn drop(&mut self) {
+        let stopped = self.stop.is_set();
+        let idle = self.rx.is_closed() && self.rx.is_empty();
+        let watch = &self.lane;
+        if !self.finished.load(Ordering::Relaxed) && !stopped && !idle {
+            watch.lost.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                route = watch.route.index(),
+                lane = watch.lane,
+                worker = self.index,
+                "worker ended before its lane was drained (its runtime shut down, or it panicked)"
+            );
+        }
+        if watch.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let reason = if stopped { DeadLetterReason::Shutdown } else { DeadLetterReason::Closed };
+            self.rx.abandon(reason);
+        }
+    }
 }
 
 impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
     pub(crate) async fn run(self) {
-        // Declared first, dropped last: the batch reports its completions before the lane can
-        // be closed for good.
-        let mut alive = Alive { worker: &self, finished: false };
+        // Dropped before `self`: the batch reports its completions before the lane can be
+        // closed for good (see `Drop for Worker`).
         let mut batch = Batch {
             worker: &self,
             queue: VecDeque::with_capacity(self.max_batch),
@@ -119,7 +118,7 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
         loop {
             let got = self.rx.recv_settling(&mut batch.taken, limit, &mut batch.settle).await;
             if got == 0 {
-                alive.finished = true;
+                self.finished.store(true, Ordering::Relaxed);
                 break;
             }
             let dequeued_at = Instant::now();
