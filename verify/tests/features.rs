@@ -86,4 +86,9 @@ async fn tower_service_is_ready_only_with_room_and_hands_refusals_back() {
     poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
     let refused = svc.call(ok(4)).await.unwrap_err();
     assert_eq!(refused, SubmitError::Closed(ok(4)), "the request comes back");
+    // The handed-back request counts as an offered, refused event (its refused reservation is
+    // counted apart): offered matches the requests called.
+    let t = engine.stats().total();
+    assert_eq!((t.offered, t.accepted, t.rejected_closed, t.reservations_refused), (4, 3, 1, 1));
+    assert!(t.conserved());
 }

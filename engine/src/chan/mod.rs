@@ -533,6 +533,13 @@ impl<E> Sender<E> {
         }
     }
 
+    /// Counts an event of `class` refused with `error` after its reservation was: for a caller
+    /// that offered an event on the strength of a reservation (the tower service's `call`).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn count_refused(&self, class: ClassId, error: ReserveError) {
+        self.shared.count_refusal(self.shared.index(class), Take::Position, error);
+    }
+
     /// Stops admission; see [`Receiver::close`].
     pub fn close(&self) {
         self.shared.close();

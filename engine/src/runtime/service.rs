@@ -3,7 +3,8 @@
 //! `poll_ready` reserves a slot, so it is `Pending` while the class is full under backpressure:
 //! a tower stack sees the engine's capacity as readiness. `call` fills the slot. A refusal
 //! (closed, rejected by policy) is answered by `call` with the request handed back in
-//! [`SubmitError`].
+//! [`SubmitError`], and counted in the route's ledger as an offered, refused event — so
+//! `offered` equals the requests called.
 
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -71,7 +72,12 @@ impl<E> tower::Service<E> for SubmitService<E> {
                 permit.send(Routed { route: self.route, key: None, event }, None);
                 Ok(())
             }
-            Err(e) => Err(SubmitError::from_reserve(e, event)),
+            Err(e) => {
+                // The request was offered and is handed back: the ledger counts it as a refused
+                // event (the refused reservation itself is counted apart).
+                self.tx.count_refused(self.class, e);
+                Err(SubmitError::from_reserve(e, event))
+            }
         };
         ready(out)
     }
