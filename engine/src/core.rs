@@ -132,6 +132,7 @@ pub(crate) fn admission(closed: bool, admissible: bool, policy: OverloadPolicy) 
 /// past its deadline it expires, otherwise CoDel (if configured) judges its sojourn — counts the
 /// outcome in `stats` and tells the scheduler about a delivery. The time is asked of `now` only
 /// when the event has a deadline or the class runs CoDel.
+#[inline]
 pub(crate) fn dequeue<E, T: Timestamp>(
     entry: Entry<E, T>,
     class: ClassId,

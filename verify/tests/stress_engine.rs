@@ -25,18 +25,9 @@ use std::time::Duration;
 use veltrix_engine::runtime::{
     Engine, Handler, HandlerContext, Outcome, RetryPolicy, RouteSpec, Routed, ShutdownReport, Submission,
 };
-use veltrix_engine::{
-    ClassId, ClassSpec, Config, DeadLetter, DeadLetterReason, Instant, OverloadPolicy, SchedulerMode, SubmitError,
-};
+use veltrix_engine::{ClassId, Config, DeadLetter, DeadLetterReason, Instant, SubmitError};
 use veltrix_sim::rng::Xoshiro256;
-
-/// The test reads the clock a little after the engine checked the deadline, and on a 2-core
-/// machine running more threads than cores the thread can be preempted in between for a
-/// scheduler time slice (milliseconds were seen). So lateness is judged with this allowance:
-/// it still catches the failure this check exists for — a slow dead-letter sink making later
-/// events of the same receive late by the sink's whole duration (the slow sink rounds sleep
-/// 40 ms). The exact promise is tested on the paused clock in `channel.rs` and `engine.rs`.
-const GRACE: Duration = Duration::from_millis(20);
+use veltrix_verify::stress::{GRACE, random_classes, run_rounds};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum End {
@@ -150,27 +141,7 @@ struct Round {
 impl Round {
     fn new(seed: u64) -> Round {
         let mut rng = Xoshiro256::seed(seed);
-        let n = 1 + pick(&mut rng, 3) as usize;
-        let classes = (0..n)
-            .fold(Config::builder(), |b, k| {
-                let policy = match pick(&mut rng, 4) {
-                    0 => OverloadPolicy::Reject,
-                    1 => OverloadPolicy::ShedOldest,
-                    _ => OverloadPolicy::Backpressure,
-                };
-                b.class(
-                    ClassSpec::new(format!("c{k}"), 1 + pick(&mut rng, 16) as usize)
-                        .with_policy(policy)
-                        .with_weight(1 + pick(&mut rng, 3) as u32),
-                )
-            })
-            .scheduler(match pick(&mut rng, 3) {
-                0 => SchedulerMode::Strict,
-                1 => SchedulerMode::Drr,
-                _ => SchedulerMode::default(),
-            })
-            .build()
-            .expect("valid config");
+        let classes = random_classes(&mut |n| pick(&mut rng, n), 3, 3);
         let mut spec = RouteSpec::new(classes.clone())
             .workers(1 + pick(&mut rng, 3) as usize)
             .max_batch(1 + pick(&mut rng, 8) as usize)
@@ -401,36 +372,12 @@ fn check(round: &Round, seen: &Shared, report: &ShutdownReport, after: &veltrix_
 
 #[test]
 fn random_engine_rounds_lose_nothing_and_keep_every_promise() {
-    let run = |seed: u64| {
+    run_rounds("engine stress", |seed| {
         let round = Round::new(seed);
         eprintln!(
             "engine stress: seed {seed} ({}); reproduce: VELTRIX_STRESS_SEED={seed} cargo test -p veltrix-verify --test stress_engine",
             round.describe()
         );
-        // The watchdog: a round that hangs fails with its seed instead of stalling CI.
-        let (done, finished) = std::sync::mpsc::channel();
-        let worker = std::thread::spawn(move || {
-            run_round(&round);
-            let _ = done.send(());
-        });
-        match finished.recv_timeout(Duration::from_secs(120)) {
-            Ok(()) => worker.join().unwrap(),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                std::panic::resume_unwind(worker.join().expect_err("the round failed"))
-            }
-            Err(_) => panic!("engine stress round with seed {seed} hung for 120 s (deadlock?)"),
-        }
-    };
-    if let Some(seed) = std::env::var("VELTRIX_STRESS_SEED").ok().and_then(|s| s.parse().ok()) {
-        return run(seed);
-    }
-    let secs = std::env::var("VELTRIX_STRESS_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
-    let start = std::time::Instant::now();
-    let first = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs());
-    let mut rounds = 0;
-    while start.elapsed() < Duration::from_secs(secs) {
-        run(first.wrapping_mul(31).wrapping_add(rounds));
-        rounds += 1;
-    }
-    eprintln!("engine stress: {rounds} rounds in {:.1} s, no violation", start.elapsed().as_secs_f64());
+        run_round(&round);
+    });
 }

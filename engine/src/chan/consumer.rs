@@ -24,6 +24,24 @@ impl LazyNow {
     }
 }
 
+/// Whether class `c`'s head (published, at `c.next`) would be dead-lettered now: expired, or
+/// shed by CoDel. Changes nothing. Kept out of line so that `Consumer::pop`, which runs once per
+/// event, stays small enough for its callees to be inlined into it.
+#[inline(never)]
+fn head_dies<E>(ring: &Ring<Entry<E, Instant>>, c: &ConsumerClass, now: &mut LazyNow) -> bool {
+    ring.peek(c.next, |e| {
+        if e.deadline.is_none() && c.codel.is_none() {
+            return false;
+        }
+        let now = now.get();
+        e.deadline.is_some_and(|d| d <= now)
+            || c.codel
+                .as_ref()
+                .zip(e.enqueued_at)
+                .is_some_and(|(codel, at)| codel.would_shed(now.saturating_duration_since(at), now))
+    })
+}
+
 /// What [`Consumer::pop`] found.
 #[derive(Debug)]
 pub(crate) enum Next<E> {
@@ -81,21 +99,8 @@ impl Consumer {
         // `pick_by` returns the index of a configured class.
         let class = ClassId::from_index(k);
         let c = &mut self.classes[k];
-        if hold_dead {
-            let dies = rings[k].peek(c.next, |e: &Entry<E, Instant>| {
-                if e.deadline.is_none() && c.codel.is_none() {
-                    return false;
-                }
-                let now = now.get();
-                e.deadline.is_some_and(|d| d <= now)
-                    || c.codel
-                        .as_ref()
-                        .zip(e.enqueued_at)
-                        .is_some_and(|(codel, at)| codel.would_shed(now.saturating_duration_since(at), now))
-            });
-            if dies {
-                return Next::Held;
-            }
+        if hold_dead && head_dies(&rings[k], c, now) {
+            return Next::Held;
         }
         let entry = rings[k].take(c.next);
         c.next += 1;

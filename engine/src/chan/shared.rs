@@ -172,8 +172,17 @@ impl<E> Shared<E> {
     /// Hands a dead letter (already counted) to the sink. A panicking sink is contained: the
     /// panic is counted and logged, and the operation that produced the dead letter carries on
     /// with the channel's state intact (every caller is outside the channel's locks here).
+    #[inline]
     pub(crate) fn dead_letter(&self, letter: Option<DeadLetter<E>>) {
-        let Some(letter) = letter else { return };
+        if let Some(letter) = letter {
+            self.hand_to_sink(letter);
+        }
+    }
+
+    /// [`Shared::dead_letter`]'s work, out of the senders' and receivers' fast path.
+    #[cold]
+    #[inline(never)]
+    fn hand_to_sink(&self, letter: DeadLetter<E>) {
         let (class, reason) = (letter.class.index(), letter.reason);
         match &self.sink {
             Some(sink) => {
