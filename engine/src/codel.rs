@@ -69,4 +69,36 @@ mod tests {
         assert!(!c.should_shed(30 * MS, 210 * MS));
         assert!(!c.should_shed(30 * MS, 211 * MS));
     }
+
+    /// An overloaded state: interval 1 (seeded at 0 ms, ends at 100 ms) saw only 20 ms
+    /// sojourns; interval 2 is seeded at 101 ms and ends at 201 ms.
+    fn overloaded() -> CodelState<Duration> {
+        let mut c = CodelState::new(Codel { target: 5 * MS, interval: 100 * MS });
+        assert!(!c.should_shed(20 * MS, Duration::ZERO));
+        assert!(!c.should_shed(20 * MS, 50 * MS));
+        assert!(!c.should_shed(20 * MS, 101 * MS), "seeds interval 2");
+        c
+    }
+
+    #[test]
+    fn the_threshold_is_strictly_more_than_twice_the_target() {
+        let mut c = overloaded();
+        assert!(!c.would_shed(10 * MS, 102 * MS));
+        assert!(!c.should_shed(10 * MS, 102 * MS), "exactly 2 × target is kept");
+        let just_over = 10 * MS + Duration::from_nanos(1);
+        assert!(c.would_shed(just_over, 103 * MS));
+        assert!(c.should_shed(just_over, 103 * MS), "a nanosecond more is shed");
+    }
+
+    #[test]
+    fn a_dequeue_exactly_at_the_interval_end_is_still_in_the_interval() {
+        let mut c = overloaded();
+        // 201 ms is the end of interval 2, not past it: still overloaded, a long wait is shed.
+        assert!(c.would_shed(30 * MS, 201 * MS));
+        assert!(c.should_shed(30 * MS, 201 * MS));
+        // Past it, a new interval starts: its first dequeue seeds and is kept, whatever it waited.
+        let past = 201 * MS + Duration::from_nanos(1);
+        assert!(!c.would_shed(30 * MS, past));
+        assert!(!c.should_shed(30 * MS, past));
+    }
 }

@@ -404,6 +404,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn exactly_max_classes_build_one_more_does_not() {
+        let n = |count: usize| (0..count).fold(Config::builder(), |b, k| b.class(ClassSpec::new(format!("c{k}"), 1)));
+        let full = n(MAX_CLASSES).build().expect("MAX_CLASSES classes are allowed");
+        assert_eq!((full.len(), full.is_empty()), (MAX_CLASSES, false));
+        assert_eq!(
+            n(MAX_CLASSES + 1).build().unwrap_err(),
+            BuildError::TooManyClasses { count: MAX_CLASSES + 1, max: MAX_CLASSES }
+        );
+        assert_eq!(format!("{:?}", ClassId::new(MAX_CLASSES - 1)), "ClassId(15)");
+    }
+
+    #[test]
     fn default_is_the_four_criticality_levels() {
         let c = Config::default();
         let names: Vec<_> = c.classes().iter().map(|c| c.name.as_str()).collect();

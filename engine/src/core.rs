@@ -594,6 +594,34 @@ mod tests {
     }
 
     #[test]
+    fn accessors_say_what_is_queued_open_and_configured() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        assert_eq!((core.capacity(HI), core.capacity(LO)), (2, 2));
+        assert_eq!((core.total_len(), core.has_queued(), core.is_closed()), (0, false, false));
+        core.try_send(1, HI, None, T0).unwrap();
+        core.try_send(2, LO, None, T0).unwrap();
+        core.try_send(3, LO, None, T0).unwrap();
+        assert_eq!((core.len(HI), core.len(LO), core.total_len(), core.has_queued()), (1, 2, 3, true));
+        // LO is full under backpressure: a sender of LO waits; HI still has room.
+        assert!(core.would_wait(LO) && !core.would_wait(HI));
+        core.try_send(4, HI, None, T0).unwrap();
+        // HI full: both wait (LO also because a more critical class is full).
+        assert!(core.would_wait(HI) && core.would_wait(LO));
+        core.close();
+        assert!(core.is_closed() && !core.would_wait(HI), "closed: nobody waits, they get Closed");
+    }
+
+    #[test]
+    fn a_shedding_class_waits_only_while_every_slot_is_reserved() {
+        let mut core = two(OverloadPolicy::ShedOldest);
+        core.try_reserve(LO).unwrap();
+        core.try_reserve(LO).unwrap();
+        assert!(core.would_wait(LO), "nothing queued to shed: wait");
+        assert_eq!(core.commit(LO, 1, None, T0), None);
+        assert!(!core.would_wait(LO), "an event to shed: no wait");
+    }
+
+    #[test]
     fn completions_settle_in_flight_deliveries() {
         let mut core = two(OverloadPolicy::Backpressure);
         core.try_send(1, HI, None, T0).unwrap();
