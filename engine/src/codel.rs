@@ -91,6 +91,15 @@ mod tests {
     }
 
     #[test]
+    fn a_minimum_sojourn_of_exactly_the_target_is_not_overload() {
+        let mut c = CodelState::new(Codel { target: 5 * MS, interval: 100 * MS });
+        assert!(!c.should_shed(20 * MS, Duration::ZERO));
+        assert!(!c.should_shed(5 * MS, 50 * MS), "the interval's minimum: exactly the target");
+        assert!(!c.should_shed(20 * MS, 101 * MS), "seeds interval 2");
+        assert!(!c.should_shed(30 * MS, 102 * MS), "not overloaded: a long wait is kept");
+    }
+
+    #[test]
     fn a_dequeue_exactly_at_the_interval_end_is_still_in_the_interval() {
         let mut c = overloaded();
         // 201 ms is the end of interval 2, not past it: still overloaded, a long wait is shed.
