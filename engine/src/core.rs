@@ -612,6 +612,35 @@ mod tests {
     }
 
     #[test]
+    fn stats_count_the_queue_and_invariants_hold_with_reservations_open() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        assert_eq!(core.classes(), 2);
+        core.try_send(1, HI, None, T0).unwrap();
+        core.try_reserve(LO).unwrap();
+        core.try_reserve(HI).unwrap();
+        core.check_invariants();
+        assert_eq!((core.stats().class(HI).queued, core.stats().class(LO).queued), (1, 0));
+    }
+
+    #[test]
+    #[should_panic(expected = "conservation broken in class 0")]
+    fn check_invariants_sees_a_broken_ledger() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_send(1, HI, None, T0).unwrap();
+        core.classes[0].stats.accepted += 1;
+        core.check_invariants();
+    }
+
+    #[test]
+    #[should_panic(expected = "reservation total stale")]
+    fn check_invariants_sees_a_stale_reservation_total() {
+        let mut core = two(OverloadPolicy::Backpressure);
+        core.try_reserve(HI).unwrap();
+        core.reserved += 1;
+        core.check_invariants();
+    }
+
+    #[test]
     fn a_shedding_class_waits_only_while_every_slot_is_reserved() {
         let mut core = two(OverloadPolicy::ShedOldest);
         core.try_reserve(LO).unwrap();

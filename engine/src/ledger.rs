@@ -312,3 +312,69 @@ impl Timestamp for tokio::time::Instant {
         self.saturating_duration_since(earlier)
     }
 }
+
+#[cfg(all(test, not(veltrix_loom)))]
+mod tests {
+    use super::*;
+
+    /// A conserved ledger: 10 offered, 8 accepted (2 handled, 1 failed, 1 shed, 1 queued, 3 in
+    /// flight), 1 rejected full, 1 cancelled.
+    fn conserved() -> ClassStats {
+        ClassStats {
+            offered: 10,
+            accepted: 8,
+            rejected_full: 1,
+            cancelled: 1,
+            delivered: 6,
+            handled: 2,
+            dead_handler_failed: 1,
+            dead_shed: 1,
+            queued: 1,
+            ..ClassStats::default()
+        }
+    }
+
+    #[test]
+    fn conserved_checks_each_identity() {
+        let ok = conserved();
+        assert!(ok.conserved());
+        assert_eq!((ok.rejected(), ok.dead_lettered(), ok.in_flight()), (1, 2, 3));
+        let offered_off = ClassStats { offered: 11, ..ok };
+        assert!(!offered_off.conserved(), "offered != accepted + rejected + cancelled");
+        let accepted_off = ClassStats { queued: 2, ..ok };
+        assert!(!accepted_off.conserved(), "accepted != ended + queued + in flight");
+        let too_many_completions = ClassStats { delivered: 2, accepted: 4, offered: 6, queued: 0, ..ok };
+        assert!(!too_many_completions.conserved(), "3 completions of 2 deliveries");
+    }
+
+    #[test]
+    fn dead_letters_count_by_reason_before_and_after_delivery() {
+        let s = ClassStats {
+            dead_expired: 1,
+            dead_expired_in_flight: 2,
+            dead_shutdown: 3,
+            dead_shutdown_in_flight: 4,
+            dead_panicked: 5,
+            ..ClassStats::default()
+        };
+        assert_eq!(s.dead(DeadLetterReason::Expired), 3);
+        assert_eq!(s.dead(DeadLetterReason::Shutdown), 7);
+        assert_eq!(s.dead_lettered(), 15);
+    }
+
+    #[test]
+    fn timestamps_add_and_subtract_saturating() {
+        let ms = Duration::from_millis;
+        assert_eq!((ms(5).since(ms(2)), ms(2).since(ms(5))), (ms(3), Duration::ZERO));
+        assert_eq!(Duration::MAX.after(ms(1)), Duration::MAX);
+        let thirty_years = Duration::from_secs(86_400 * 365 * 30);
+        let now = std::time::Instant::now();
+        assert_eq!(now.after(ms(7)).since(now), ms(7));
+        assert_eq!(now.since(now.after(ms(7))), Duration::ZERO);
+        assert_eq!(now.after(Duration::MAX).since(now), thirty_years, "an overflowing deadline is far away");
+        let now = tokio::time::Instant::now();
+        assert_eq!(now.after(ms(7)).since(now), ms(7));
+        assert_eq!(now.since(now.after(ms(7))), Duration::ZERO);
+        assert_eq!(now.after(Duration::MAX).since(now), thirty_years);
+    }
+}
