@@ -319,7 +319,6 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                         telemetry: s.telemetry.clone(),
                         index: w,
                         max_batch,
-                        finished: std::sync::atomic::AtomicBool::new(false),
                     };
                     tracing::trace!(route = s.route.index(), worker = w, "worker spawned");
                     tokio::spawn(worker.run())

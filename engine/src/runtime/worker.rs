@@ -33,7 +33,7 @@ use crate::core::{DeadLetter, Delivery};
 use crate::latch::Latch;
 use crate::ledger::{Completion, DeadLetterReason};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The largest batch a worker takes by default.
 pub(crate) const MAX_BATCH: usize = 32;
@@ -70,24 +70,22 @@ pub(crate) struct Worker<E, H> {
     pub(crate) index: usize,
     /// The most events it takes at once.
     pub(crate) max_batch: usize,
-    /// Set when the worker saw its lane closed and drained.
-    pub(crate) finished: AtomicBool,
 }
 
 /// A worker is dropped when it returns, when its task is aborted or its runtime drops it —
 /// polled or not: an unstarted task drops its captured worker too — or when it unwinds; always
 /// after its batch has reported every completion (the batch is a local of `run`, dropped before
-/// `run`'s argument). It counts itself lost unless it finished, shutdown stopped it, or its lane
-/// was already closed with nothing queued (the engine was dropped and the runtime stopped before
-/// the worker woke to see the end). The lane's last worker closes the lane for good,
+/// `run`'s argument). It counts itself lost unless shutdown stopped it or its lane is closed with
+/// nothing queued — which covers a worker that finished (it saw the lane closed and drained)
+/// and one whose runtime stopped after the engine was dropped, before it woke to see the end. The lane's last worker closes the lane for good,
 /// dead-lettering whatever is queued (`closed`, or `shutdown` past the drain deadline) and every
 /// permit filled later.
 impl<E, H> Drop for Worker<E, H> {
     fn drop(&mut self) {
         let stopped = self.stop.is_set();
-        let idle = self.rx.is_closed() && self.rx.is_empty();
+        let done = self.rx.is_closed() && self.rx.is_empty();
         let watch = &self.lane;
-        if !self.finished.load(Ordering::Relaxed) && !stopped && !idle {
+        if !stopped && !done {
             watch.lost.fetch_add(1, Ordering::Relaxed);
             tracing::error!(
                 route = watch.route.index(),
@@ -118,7 +116,6 @@ impl<E: Send + Sync + 'static, H: Handler<E>> Worker<E, H> {
         loop {
             let got = self.rx.recv_settling(&mut batch.taken, limit, &mut batch.settle).await;
             if got == 0 {
-                self.finished.store(true, Ordering::Relaxed);
                 break;
             }
             let dequeued_at = Instant::now();
