@@ -8,6 +8,10 @@ use crate::error::BuildError;
 /// The most classes one channel may have.
 pub const MAX_CLASSES: usize = 16;
 
+/// The largest capacity of one class (2^30 − 1 events: a ring counts its reservations in 30
+/// bits). The slots are allocated up front, so a real bound is far smaller.
+pub const MAX_CAPACITY: usize = (1 << 30) - 1;
+
 /// Identifies a priority class: its index in the configuration, 0 being the most critical.
 ///
 /// The default configuration's classes have constants ([`ClassId::CRITICAL_PLUS`] …); for a custom
@@ -379,6 +383,13 @@ fn validate(classes: &[ClassSpec], scheduler: SchedulerMode) -> Result<(), Build
         if c.capacity == 0 {
             return Err(BuildError::ZeroCapacity { class: c.name.clone() });
         }
+        if c.capacity > MAX_CAPACITY {
+            return Err(BuildError::CapacityTooLarge {
+                class: c.name.clone(),
+                capacity: c.capacity,
+                max: MAX_CAPACITY,
+            });
+        }
         if c.weight == 0 {
             return Err(BuildError::ZeroWeight { class: c.name.clone() });
         }
@@ -402,6 +413,19 @@ fn validate(classes: &[ClassSpec], scheduler: SchedulerMode) -> Result<(), Build
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capacity_past_30_bits_is_refused_before_anything_is_allocated() {
+        let with = |capacity| Config::builder().class(ClassSpec::new("c", capacity)).build();
+        assert_eq!(with(MAX_CAPACITY).map(|c| c.classes()[0].capacity), Ok(MAX_CAPACITY));
+        let too_large = with(1 << 30).unwrap_err();
+        assert_eq!(
+            too_large,
+            BuildError::CapacityTooLarge { class: "c".into(), capacity: 1 << 30, max: (1 << 30) - 1 }
+        );
+        assert_eq!(too_large.to_string(), "class `c` has capacity 1073741824, at most 1073741823 is allowed");
+        assert!(matches!(with(usize::MAX), Err(BuildError::CapacityTooLarge { .. })));
+    }
 
     #[test]
     fn exactly_max_classes_build_one_more_does_not() {

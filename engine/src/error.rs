@@ -30,6 +30,15 @@ pub enum BuildError {
         /// The class's name.
         class: String,
     },
+    /// A class's capacity is above [`MAX_CAPACITY`](crate::MAX_CAPACITY).
+    CapacityTooLarge {
+        /// The class's name.
+        class: String,
+        /// The capacity given.
+        capacity: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// A class has DRR weight 0.
     ZeroWeight {
         /// The class's name.
@@ -59,6 +68,9 @@ impl fmt::Display for BuildError {
             BuildError::EmptyName { index } => write!(f, "class {index} has an empty name"),
             BuildError::DuplicateName { name } => write!(f, "class name `{name}` is used twice"),
             BuildError::ZeroCapacity { class } => write!(f, "class `{class}` has capacity 0 (at least 1 is needed)"),
+            BuildError::CapacityTooLarge { class, capacity, max } => {
+                write!(f, "class `{class}` has capacity {capacity}, at most {max} is allowed")
+            }
             BuildError::ZeroWeight { class } => write!(f, "class `{class}` has weight 0 (at least 1 is needed)"),
             BuildError::ZeroCodelParameter { class } => {
                 write!(f, "class `{class}` has a zero codel target or interval")

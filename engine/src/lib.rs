@@ -14,7 +14,9 @@ mod sched;
 mod sync;
 
 pub use chan::{DeadLetterSink, OwnedPermit, Permit, Receiver, ReserveTicket, Sender, channel, channel_with_sink};
-pub use config::{ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CLASSES, OverloadPolicy, SchedulerMode};
+pub use config::{
+    ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CAPACITY, MAX_CLASSES, OverloadPolicy, SchedulerMode,
+};
 pub use core::{DeadLetter, Delivery};
 pub use error::{BuildError, ReserveError, SendError, SubmitError, TryRecvError, TrySendError};
 pub use ledger::{ClassStats, Completion, DeadLetterReason, Stats, Timestamp};

@@ -38,6 +38,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
 
+use crate::config::MAX_CAPACITY;
 use crate::sync::{AtomicU32, AtomicU64, CachePadded, UnsafeCell, spin_wait};
 
 const POS_MASK: u64 = (1 << 32) - 1;
@@ -48,9 +49,6 @@ const ABANDONED: u64 = 1 << 63;
 
 const WAITING: u64 = 1;
 const HEAD_ONE: u64 = 2;
-
-/// The largest capacity a ring supports (the reservation count has 30 bits).
-pub(crate) const MAX_CAPACITY: usize = (1 << 30) - 1;
 
 fn pos(tail: u64) -> u32 {
     (tail & POS_MASK) as u32
