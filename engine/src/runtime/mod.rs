@@ -52,7 +52,7 @@ use crate::config::{ClassId, Config};
 use crate::core::DeadLetter;
 use crate::error::{SendError, SubmitError, TrySendError};
 use crate::latch::Latch;
-use crate::ledger::{ClassStats, DeadLetterReason};
+use crate::ledger::ClassStats;
 use crate::sync::block_on;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -63,6 +63,9 @@ use worker::{LaneWatch, Worker};
 /// Identifies a route: its index in registration order. [`Engine::route_name`] gives its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RouteId(u16);
+
+/// The most routes an engine has: every [`RouteId`] fits in 16 bits.
+const MAX_ROUTES: usize = 1 << 16;
 
 impl RouteId {
     /// The route's index in registration order.
@@ -409,14 +412,15 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
         if self.routes.is_empty() {
             return Err(EngineBuildError::NoRoutes);
         }
-        if self.routes.len() > usize::from(u16::MAX) + 1 {
+        if self.routes.len() > MAX_ROUTES {
             return Err(EngineBuildError::TooManyRoutes(self.routes.len()));
         }
-        for (i, (name, spec, _)) in self.routes.iter().enumerate() {
+        let mut names = std::collections::BTreeSet::new();
+        for (name, spec, _) in &self.routes {
             if name.is_empty() {
                 return Err(EngineBuildError::EmptyRouteName);
             }
-            if self.routes[..i].iter().any(|(n, ..)| n == name) {
+            if !names.insert(name.as_str()) {
                 return Err(EngineBuildError::DuplicateRoute(name.clone()));
             }
             if spec.workers == 0 {
@@ -600,14 +604,6 @@ impl<E> Engine<E> {
         block_on(self.submit(s))
     }
 
-    fn dead_letter_backlogs(&self) {
-        for route in self.routes.iter() {
-            for rx in route.receivers.iter() {
-                rx.dead_letter_backlog(DeadLetterReason::Shutdown);
-            }
-        }
-    }
-
     /// Every route's numbers.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
@@ -640,18 +636,17 @@ impl<E> Engine<E> {
         let mut workers = std::mem::take(&mut *self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         let in_time = tokio::time::timeout_at(deadline, join_all(&mut workers)).await.is_ok();
         if !in_time {
-            self.stop.set();
-            self.dead_letter_backlogs();
             // Handlers still running see the stop and dead-letter their event; a worker waiting
             // for a reservation that is never filled (a tower service's permit) would wait
             // forever, so every remaining worker is aborted — an aborted worker's in-flight
-            // guard dead-letters its event (`shutdown`), nothing is lost.
+            // guard dead-letters its event (`shutdown`). The last worker of each lane to go
+            // closes the lane for good, dead-lettering its backlog and any permit filled later
+            // (`shutdown`, see `Drop for Worker`): nothing is lost.
+            self.stop.set();
             for w in &workers {
                 w.abort();
             }
             join_all(&mut workers).await;
-            // Commits that raced the first pass.
-            self.dead_letter_backlogs();
         }
         let report = ShutdownReport::new(self.stats());
         let drained = report.drained;
@@ -677,5 +672,29 @@ impl<E> Drop for Engine<E> {
                 tx.close();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Idle;
+    impl Handler<()> for Idle {
+        async fn handle(&self, _: &(), _: HandlerContext) -> Outcome {
+            Outcome::Ok
+        }
+    }
+
+    #[test]
+    fn at_most_65536_routes_each_named_once() {
+        let spec = RouteSpec::new(Config::default());
+        let mut builder = (0..MAX_ROUTES).fold(Engine::builder(), |b, i| b.route(format!("r{i}"), spec.clone(), Idle));
+        assert_eq!(builder.validate(), Ok(()), "a RouteId for every one");
+        builder = builder.route("one more", spec.clone(), Idle);
+        assert_eq!(builder.validate(), Err(EngineBuildError::TooManyRoutes(MAX_ROUTES + 1)));
+        let twice =
+            Engine::builder().route("a", spec.clone(), Idle).route("b", spec.clone(), Idle).route("a", spec, Idle);
+        assert_eq!(twice.validate(), Err(EngineBuildError::DuplicateRoute("a".into())));
     }
 }
