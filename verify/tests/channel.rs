@@ -3,6 +3,7 @@
 //! guarantees at scale and through the public API only.
 #![cfg(not(veltrix_loom))]
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -333,4 +334,255 @@ fn deliveries_are_not_held_back_behind_a_slow_sink() {
     assert_eq!(buf[0].event, 3);
     let reasons: Vec<_> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
     assert_eq!(reasons, [(2, DeadLetterReason::Expired)]);
+}
+
+/// What users read off the handles: the accessors on both sides and the `Debug` output.
+#[test]
+fn accessors_and_debug_output_describe_the_channel() {
+    let config = classes([ClassSpec::new("a", 3), ClassSpec::new("b", 5)]);
+    let (tx, rx) = veltrix_engine::channel::<u32>(&config);
+    let (a, b) = (ClassId::new(0), ClassId::new(1));
+    assert_eq!((tx.capacity(a), tx.capacity(b)), (3, 5));
+    assert_eq!((rx.capacity(a), rx.capacity(b)), (3, 5));
+    assert!(tx.is_empty() && rx.is_empty());
+    assert!(!tx.is_closed() && !rx.is_closed());
+    assert_eq!(format!("{tx:?}"), "Sender { .. }");
+    assert_eq!(format!("{rx:?}"), "Receiver { .. }");
+
+    let permit = tx.try_reserve(b).unwrap();
+    assert_eq!(format!("{permit:?}"), "Permit { class: ClassId(1), .. }");
+    permit.send(7);
+    assert!(!tx.is_empty() && !rx.is_empty());
+    assert_eq!((tx.len(a), tx.len(b), rx.len(b)), (0, 1, 1));
+
+    let mut ticket = veltrix_engine::ReserveTicket::default();
+    assert_eq!(format!("{ticket:?}"), "ReserveTicket { waiting: false }");
+    let owned = poll_once_reserve(&tx, a, &mut ticket).expect("class a has room");
+    assert_eq!(format!("{owned:?}"), "OwnedPermit { class: ClassId(0), .. }");
+    drop(owned);
+
+    tx.close();
+    assert!(tx.is_closed() && rx.is_closed());
+    assert_eq!(rx.try_recv().unwrap().event, 7, "close lets the backlog drain");
+}
+
+fn poll_once_reserve<E>(
+    tx: &veltrix_engine::Sender<E>,
+    class: ClassId,
+    ticket: &mut veltrix_engine::ReserveTicket<E>,
+) -> Option<veltrix_engine::OwnedPermit<E>> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match tx.poll_reserve_owned(&mut cx, class, ticket) {
+        std::task::Poll::Ready(result) => Some(result.unwrap()),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// A reservation that is dropped unused gives its slot back, and a ticket dropped while it
+/// waited passes its place in line on: the next waiter is woken by the freed slot.
+#[tokio::test(start_paused = true)]
+async fn unused_permits_and_dropped_tickets_give_back_what_they_held() {
+    let config = classes([ClassSpec::new("c", 1)]);
+    let (tx, rx) = veltrix_engine::channel::<u32>(&config);
+    let c = ClassId::new(0);
+    let mut ticket = veltrix_engine::ReserveTicket::default();
+    let owned = poll_once_reserve(&tx, c, &mut ticket).unwrap();
+    assert!(matches!(tx.try_send(0, c), Err(TrySendError::Full(0))), "the permit holds the only slot");
+    drop(owned);
+    tx.try_send(1, c).expect("the dropped permit gave its slot back");
+    assert_eq!(rx.recv().await.unwrap().event, 1);
+
+    // A sender waiting for the slot a permit holds is woken when the permit is dropped.
+    let owned = poll_once_reserve(&tx, c, &mut ticket).unwrap();
+    let sender = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(1, c).await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!sender.is_finished(), "the permit holds the only slot");
+    drop(owned);
+    tokio::time::timeout(Duration::from_secs(1), sender)
+        .await
+        .expect("the dropped permit woke the waiting sender")
+        .unwrap()
+        .unwrap();
+
+    // The class is full: a ticket queues, then a send queues behind it.
+    let mut waiting = veltrix_engine::ReserveTicket::default();
+    assert!(poll_once_reserve(&tx, c, &mut waiting).is_none());
+    assert_eq!(format!("{waiting:?}"), "ReserveTicket { waiting: true }");
+    let sender = tokio::spawn({
+        let tx = tx.clone();
+        async move { tx.send(2, c).await }
+    });
+    tokio::task::yield_now().await;
+    drop(waiting);
+    assert_eq!(rx.recv().await.unwrap().event, 1);
+    tokio::time::timeout(Duration::from_secs(1), sender)
+        .await
+        .expect("the send behind the dropped ticket was woken")
+        .unwrap()
+        .unwrap();
+    assert_eq!(rx.try_recv().unwrap().event, 2);
+}
+
+struct WakeCount(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for WakeCount {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A receiver sleeping on an empty channel is not woken when a reservation is given back
+/// unused (there is nothing for it), and is woken when that was the last one of a closed
+/// channel: then it sees the end.
+#[test]
+fn a_returned_reservation_wakes_a_receiver_only_when_the_channel_ends() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("c", 2)]));
+    let c = ClassId::new(0);
+    let count = Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(count.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+    let mut recv = std::pin::pin!(rx.recv());
+    assert!(recv.as_mut().poll(&mut cx).is_pending());
+
+    drop(tx.try_reserve(c).unwrap());
+    assert_eq!(woken(), 0, "an unused reservation of an open channel is nothing to receive");
+
+    let permit = tx.try_reserve(c).unwrap();
+    tx.close();
+    let after_close = woken();
+    assert!(recv.as_mut().poll(&mut cx).is_pending(), "an open reservation may still be filled");
+    drop(permit);
+    assert!(woken() > after_close, "the last reservation's return ends the channel");
+    assert!(matches!(recv.as_mut().poll(&mut cx), std::task::Poll::Ready(None)));
+}
+
+/// A reservation given back unused wakes the sender waiting for its slot — also when a
+/// receiver sleeps at the same time (the class is full of reservations, nothing is queued):
+/// senders and receivers wait in separate lists, so the wake-up reaches the sender.
+#[test]
+fn a_returned_reservation_wakes_the_sender_waiting_for_its_slot() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("a", 4), ClassSpec::new("b", 1)]));
+    let b = ClassId::new(1);
+    let counter = || Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+    let (receiver_wakes, sender_wakes) = (counter(), counter());
+    let receiver_waker = std::task::Waker::from(receiver_wakes.clone());
+    let sender_waker = std::task::Waker::from(sender_wakes.clone());
+    let mut recv = std::pin::pin!(rx.recv());
+    assert!(recv.as_mut().poll(&mut std::task::Context::from_waker(&receiver_waker)).is_pending());
+
+    let permit = tx.try_reserve(b).unwrap();
+    let mut send = std::pin::pin!(tx.send(7, b));
+    let mut send_cx = std::task::Context::from_waker(&sender_waker);
+    assert!(send.as_mut().poll(&mut send_cx).is_pending(), "b is full of the reservation");
+    drop(permit);
+    assert_eq!(sender_wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the sender is woken");
+    assert!(matches!(send.as_mut().poll(&mut send_cx), std::task::Poll::Ready(Ok(()))));
+    let got = recv.as_mut().poll(&mut std::task::Context::from_waker(&receiver_waker));
+    assert!(matches!(got, std::task::Poll::Ready(Some(d)) if d.event == 7));
+}
+
+/// A shedding sender that found its class full of reservations only (nothing queued to shed)
+/// waits, and is woken when a permit is filled: now there is an event to shed.
+#[test]
+fn a_filled_permit_wakes_a_shedding_sender_that_had_nothing_to_shed() {
+    let config = classes([ClassSpec::new("c", 1).with_policy(OverloadPolicy::ShedOldest)]);
+    let (dead, sink) = sink::<u32>();
+    let (tx, rx) = channel_with_sink(&config, sink);
+    let c = ClassId::new(0);
+    let permit = tx.try_reserve(c).unwrap();
+    let wakes = Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut send = std::pin::pin!(tx.send(2, c));
+    assert!(send.as_mut().poll(&mut cx).is_pending(), "a reservation cannot be shed");
+    permit.send(1);
+    assert_eq!(wakes.0.load(std::sync::atomic::Ordering::SeqCst), 1, "the filled permit woke the sender");
+    assert!(matches!(send.as_mut().poll(&mut cx), std::task::Poll::Ready(Ok(()))));
+    assert_eq!(
+        dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect::<Vec<_>>(),
+        [(1, DeadLetterReason::Shed)]
+    );
+    assert_eq!(rx.try_recv().unwrap().event, 2);
+}
+
+fn wake_counter() -> (Arc<WakeCount>, std::task::Waker) {
+    let count = Arc::new(WakeCount(std::sync::atomic::AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(count.clone());
+    (count, waker)
+}
+
+fn wakes(count: &WakeCount) -> usize {
+    count.0.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// A receive dropped after it was woken passes the wake-up on to the next sleeping receiver.
+#[test]
+fn a_woken_receive_that_is_dropped_passes_its_wake_up_on() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("c", 4)]));
+    let ((first, first_waker), (second, second_waker)) = (wake_counter(), wake_counter());
+    let mut a = Box::pin(rx.recv());
+    let mut b = std::pin::pin!(rx.recv());
+    assert!(a.as_mut().poll(&mut std::task::Context::from_waker(&first_waker)).is_pending());
+    assert!(b.as_mut().poll(&mut std::task::Context::from_waker(&second_waker)).is_pending());
+    tx.try_send(1, ClassId::new(0)).unwrap();
+    assert_eq!((wakes(&first), wakes(&second)), (1, 0), "one event wakes one receiver");
+    drop(a);
+    assert_eq!(wakes(&second), 1, "the dropped receive passed its wake-up on");
+    let got = b.as_mut().poll(&mut std::task::Context::from_waker(&second_waker));
+    assert!(matches!(got, std::task::Poll::Ready(Some(d)) if d.event == 1));
+}
+
+/// A send dropped after it was woken passes the wake-up on to the next waiting sender; a send
+/// that used its wake-up wakes nobody else.
+#[test]
+fn a_woken_send_passes_its_wake_up_on_only_if_it_does_not_use_it() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("c", 1)]));
+    let c = ClassId::new(0);
+    tx.try_send(0, c).unwrap();
+    let counters = [wake_counter(), wake_counter(), wake_counter()];
+    let cx = |i: usize| std::task::Context::from_waker(&counters[i].1);
+    let mut s0 = std::pin::pin!(tx.send(10, c));
+    let mut s1 = Box::pin(tx.send(11, c));
+    let mut s2 = std::pin::pin!(tx.send(12, c));
+    assert!(s0.as_mut().poll(&mut cx(0)).is_pending());
+    assert!(s1.as_mut().poll(&mut cx(1)).is_pending());
+    assert!(s2.as_mut().poll(&mut cx(2)).is_pending());
+    let count = |i: usize| wakes(&counters[i].0);
+
+    assert_eq!(rx.try_recv().unwrap().event, 0);
+    assert_eq!((count(0), count(1), count(2)), (1, 0, 0), "one free slot wakes one sender");
+    assert!(matches!(s0.as_mut().poll(&mut cx(0)), std::task::Poll::Ready(Ok(()))));
+    assert_eq!((count(1), count(2)), (0, 0), "the woken send used its wake-up: the class is full again");
+
+    assert_eq!(rx.try_recv().unwrap().event, 10);
+    assert_eq!((count(1), count(2)), (1, 0));
+    drop(s1);
+    assert_eq!(count(2), 1, "the dropped send passed its wake-up on");
+    assert!(matches!(s2.as_mut().poll(&mut cx(2)), std::task::Poll::Ready(Ok(()))));
+    assert_eq!(rx.try_recv().unwrap().event, 12);
+    assert_eq!(rx.stats().class(c).cancelled, 1);
+}
+
+/// `dead_letter_backlog` hands everything queued to the sink, most critical class first, and
+/// says how many.
+#[test]
+fn dead_lettering_the_backlog_counts_what_it_hands_over() {
+    let (dead, sink) = sink::<u32>();
+    let config = classes([ClassSpec::new("a", 4), ClassSpec::new("b", 4)]);
+    let (tx, rx) = channel_with_sink(&config, sink);
+    for (event, class) in [(1, 1), (2, 0), (3, 1)] {
+        tx.try_send(event, ClassId::new(class)).unwrap();
+    }
+    assert_eq!(rx.dead_letter_backlog(DeadLetterReason::Shutdown), 3);
+    let letters: Vec<_> = dead.lock().unwrap().iter().map(|d| (d.event, d.reason)).collect();
+    assert_eq!(
+        letters,
+        [(2, DeadLetterReason::Shutdown), (1, DeadLetterReason::Shutdown), (3, DeadLetterReason::Shutdown)]
+    );
+    assert!(rx.is_empty());
+    assert_eq!(rx.dead_letter_backlog(DeadLetterReason::Shutdown), 0);
 }

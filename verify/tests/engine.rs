@@ -442,3 +442,92 @@ async fn the_handler_context_carries_the_dequeue_instant() {
     assert_eq!((log[2].1, log[2].2 - t0), (t0, 21 * MS));
     assert_eq!(log[3].2, log[2].2);
 }
+
+/// Route ids follow registration order; the builder, the engine and the build errors read well.
+#[tokio::test]
+async fn route_ids_debug_output_and_error_messages() {
+    let spec = || RouteSpec::new(Config::default());
+    let builder =
+        Engine::builder().route("a", spec(), ScriptedHandler::default()).route("b", spec(), ScriptedHandler::default());
+    assert_eq!(format!("{builder:?}"), r#"EngineBuilder { routes: ["a", "b"], .. }"#);
+    let engine = builder.build().unwrap();
+    assert_eq!(format!("{engine:?}"), r#"Engine { routes: ["a", "b"], .. }"#);
+    let b = engine.route_id("b").unwrap();
+    assert_eq!((engine.route_id("a").unwrap().index(), b.index()), (0, 1));
+    assert_eq!(engine.route_name(b), "b");
+
+    let messages = [
+        (EngineBuildError::NoRoutes, "no route registered"),
+        (EngineBuildError::EmptyRouteName, "a route has an empty name"),
+        (EngineBuildError::DuplicateRoute("a".into()), "route `a` is registered twice"),
+        (EngineBuildError::ZeroWorkers("a".into()), "route `a` has 0 workers (at least 1 is needed)"),
+        (EngineBuildError::ZeroAttempts("a".into()), "route `a` allows 0 attempts (at least 1 is needed)"),
+        (EngineBuildError::ZeroBatch("a".into()), "route `a` has max_batch 0 (at least 1 is needed)"),
+        (EngineBuildError::TooManyRoutes(65_537), "65537 routes registered, at most 65536 are allowed"),
+        (EngineBuildError::NoRuntime, "the engine must be built inside a tokio runtime"),
+    ];
+    for (error, message) in messages {
+        assert_eq!(error.to_string(), message);
+    }
+}
+
+/// Workers that share a lane take one event at a time: a fast event must never sit in one
+/// worker's batch behind a slow handler while the other worker is idle (`ci/nats` once saw a
+/// redelivered event expire there).
+#[tokio::test(start_paused = true)]
+async fn workers_sharing_a_lane_hold_no_event_behind_a_slow_handler() {
+    const SLOW: u64 = 64;
+    let config = Config::builder().class(ClassSpec::new("c", 256)).build().unwrap();
+    let (engine, handler, _) = one_route(RouteSpec::new(config).workers(2));
+    let start = Instant::now();
+    for id in 0..2 * SLOW + 1 {
+        let work = if id == SLOW { 1_000 } else { 0 };
+        engine.try_submit(Submission::new("r", ClassId::new(0), ok(id, work))).unwrap();
+    }
+    let report = engine.shutdown(Duration::from_secs(10)).await;
+    assert!(report.drained);
+    let log = handler.log.lock().unwrap();
+    assert_eq!(log.len() as u64, 2 * SLOW + 1);
+    let waited: Vec<u64> =
+        log.iter().filter(|a| a.id != SLOW && a.started - start >= Duration::from_secs(1)).map(|a| a.id).collect();
+    assert!(waited.is_empty(), "events that waited behind the slow handler: {waited:?}");
+}
+
+/// `try_submit` to a full class hands the event back as `Full`: the caller may wait and retry,
+/// which it may not after `Rejected` or `Closed`.
+#[tokio::test(start_paused = true)]
+async fn try_submit_to_a_full_class_hands_the_event_back_as_full() {
+    let config = Config::builder().class(ClassSpec::new("c", 1)).build().unwrap();
+    let (engine, handler, _) = one_route(RouteSpec::new(config));
+    let c = ClassId::new(0);
+    engine.try_submit(Submission::new("r", c, ok(1, 0))).unwrap();
+    let e = engine.try_submit(Submission::new("r", c, ok(2, 0))).unwrap_err();
+    assert!(matches!(e, SubmitError::Full(_)), "{e:?}");
+    assert_eq!(e.into_inner().id, 2);
+    let report = engine.shutdown(Duration::from_secs(1)).await;
+    assert!(report.drained);
+    assert_eq!((report.handled, report.stats.total().rejected()), (1, 1));
+    assert_eq!(handler.log.lock().unwrap().len(), 1);
+}
+
+/// Dropping the engine closes intake: the workers drain what is queued, then end (and drop
+/// their handler).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_engine_drains_and_its_workers_end() {
+    let handler = ScriptedHandler::default();
+    let (dead, sink) = sink();
+    let engine = Engine::builder()
+        .route("r", RouteSpec::new(Config::default()).workers(2), handler.clone())
+        .dead_letter_sink(sink)
+        .build()
+        .unwrap();
+    for id in 0..20 {
+        engine.try_submit(Submission::new("r", ClassId::CRITICAL, ok(id, 10))).unwrap();
+    }
+    drop(engine);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let handled = handler.log.lock().unwrap().iter().filter(|a| a.ended.is_some()).count();
+    assert_eq!(handled, 20);
+    assert!(dead.lock().unwrap().is_empty());
+    assert_eq!(Arc::strong_count(&handler.log), 1, "the workers ended and dropped their handler");
+}

@@ -209,6 +209,26 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_that_changes_lists_moves_to_the_new_one() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut w = Waiters::new(2);
+        let (mut first, mut moved) = (Ticket::default(), Ticket::default());
+        w.wait(&mut first, 0, Waker::noop());
+        w.wait(&mut moved, 0, &waker);
+        // Re-waiting on the same list keeps the place in line.
+        w.wait(&mut first, 0, Waker::noop());
+        w.wait(&mut moved, 1, &waker);
+        assert!(w.has_waiters(1));
+        assert!(w.notify_one(1));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken through its new list");
+        assert!(w.notify_one(0), "the first waiter still heads list 0");
+        assert!(!w.notify_one(0), "and the mover is no longer on it");
+        assert_eq!(w.release(&mut moved), Some(1));
+        assert_eq!(w.release(&mut first), Some(0));
+    }
+
+    #[test]
     fn grows_past_the_initial_slots() {
         let waker = Waker::noop();
         let mut w = Waiters::new(1);
