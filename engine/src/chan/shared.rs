@@ -387,7 +387,7 @@ impl<E> Shared<E> {
         }
         if closed {
             // The last reservation may have been what kept receivers from seeing the end.
-            self.wake_all(self.recv_list());
+            self.wake_all_receivers();
         }
     }
 
@@ -565,12 +565,10 @@ impl<E> Shared<E> {
         }
     }
 
-    fn wake_all(&self, list: usize) {
+    fn wake_all_receivers(&self) {
         let mut w = lock(&self.waiters);
-        w.notify_all(list);
-        if list == self.recv_list() {
-            self.rx_waiting.store(false, Release);
-        }
+        w.notify_all(self.recv_list());
+        self.rx_waiting.store(false, Release);
     }
 
     /// A sender's wait ends: gives `ticket`'s slot back; with `forward`, passes on a wake-up it
