@@ -586,3 +586,43 @@ fn dead_lettering_the_backlog_counts_what_it_hands_over() {
     assert!(rx.is_empty());
     assert_eq!(rx.dead_letter_backlog(DeadLetterReason::Shutdown), 0);
 }
+
+/// A receive that frees several slots at once wakes as many waiting senders; while senders
+/// still wait, a reservation given back wakes the next one.
+#[test]
+fn freed_slots_wake_as_many_senders_and_the_rest_stay_reachable() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("c", 3)]));
+    let c = ClassId::new(0);
+    tx.try_send(0, c).unwrap();
+    tx.try_send(1, c).unwrap();
+    let permit = tx.try_reserve(c).unwrap();
+    let counters = [wake_counter(), wake_counter(), wake_counter()];
+    let cx = |i: usize| std::task::Context::from_waker(&counters[i].1);
+    let count = |i: usize| wakes(&counters[i].0);
+    let mut sends: Vec<_> = (0..3).map(|i| Box::pin(tx.send(10 + i, c))).collect();
+    for (i, send) in sends.iter_mut().enumerate() {
+        assert!(send.as_mut().poll(&mut cx(i)).is_pending());
+    }
+    let mut got = Vec::new();
+    let mut noop = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(matches!(std::pin::pin!(rx.recv_many(&mut got, 8)).poll(&mut noop), std::task::Poll::Ready(2)));
+    assert_eq!((count(0), count(1), count(2)), (1, 1, 0), "two slots freed, two senders woken");
+    drop(permit);
+    assert_eq!(count(2), 1, "the third sender still waits and the returned reservation wakes it");
+}
+
+/// A receive that finds nothing more queued after its own event wakes no other receiver.
+#[test]
+fn a_receive_passes_the_baton_only_when_more_is_queued() {
+    let (tx, rx) = veltrix_engine::channel::<u32>(&classes([ClassSpec::new("c", 4)]));
+    let ((first, first_waker), (second, second_waker)) = (wake_counter(), wake_counter());
+    let mut a = std::pin::pin!(rx.recv());
+    let mut b = std::pin::pin!(rx.recv());
+    assert!(a.as_mut().poll(&mut std::task::Context::from_waker(&first_waker)).is_pending());
+    assert!(b.as_mut().poll(&mut std::task::Context::from_waker(&second_waker)).is_pending());
+    tx.try_send(1, ClassId::new(0)).unwrap();
+    assert_eq!((wakes(&first), wakes(&second)), (1, 0));
+    let got = a.as_mut().poll(&mut std::task::Context::from_waker(&first_waker));
+    assert!(matches!(got, std::task::Poll::Ready(Some(d)) if d.event == 1));
+    assert_eq!(wakes(&second), 0, "nothing is left for the second receiver");
+}
