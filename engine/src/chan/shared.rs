@@ -325,7 +325,14 @@ impl<E> Shared<E> {
                 Err(Blocked { error: ReserveError::Full, on }) if waker.is_some() => {
                     let list = if on == k { on } else { self.classes() + on };
                     let mut w = lock(&self.waiters);
-                    w.wait(ticket, list, waker.expect("checked"));
+                    if let Some(old) = w.wait(ticket, list, waker.expect("checked")) {
+                        // Woken for room in class `old`, now blocked by another class: that
+                        // room is still there, and the next sender of `old` must hear of it
+                        // (this one may be dropped before it comes back for it).
+                        if old < self.classes() {
+                            w.notify_one(old);
+                        }
+                    }
                     // Set under the wait-list lock, so a waker cannot clear it in between.
                     let shedding = on == k && self.policies[k] == OverloadPolicy::ShedOldest;
                     if self.rings[on].set_waiting(shedding) {
@@ -469,7 +476,8 @@ impl<E> Shared<E> {
             }
             {
                 let mut w = lock(&self.waiters);
-                w.wait(ticket, self.recv_list(), waker);
+                let moved = w.wait(ticket, self.recv_list(), waker);
+                debug_assert_eq!(moved, None, "receivers wait on one list only");
                 self.rx_waiting.store(true, Release);
             }
             let (mut taken, mut drained) = (false, true);

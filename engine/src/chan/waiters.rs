@@ -78,7 +78,12 @@ impl Waiters {
     }
 
     /// Queues `ticket`'s owner at the tail of `list` (or refreshes its waker if already queued).
-    pub(crate) fn wait(&mut self, ticket: &mut Ticket, list: usize, waker: &Waker) {
+    /// Returns the list of a wake-up the owner received and now leaves unused: it was notified
+    /// from another list and waits on `list` instead. The caller must pass that wake-up on (as
+    /// [`Waiters::release`]'s caller does), or a waiter behind it on the old list may sleep on
+    /// room that nobody else will announce.
+    #[must_use]
+    pub(crate) fn wait(&mut self, ticket: &mut Ticket, list: usize, waker: &Waker) -> Option<usize> {
         let i = match ticket.slot {
             Some(i) => i,
             None => {
@@ -102,9 +107,12 @@ impl Waiters {
             self.unlink(i);
             self.slots[i as usize].state = State::Idle;
         }
-        if self.slots[i as usize].state != State::Queued {
+        let slot = &self.slots[i as usize];
+        let unused = (slot.state == State::Notified && usize::from(slot.list) != list).then_some(usize::from(slot.list));
+        if slot.state != State::Queued {
             self.link(i, list);
         }
+        unused
     }
 
     fn link(&mut self, i: u32, list: usize) {
@@ -196,7 +204,7 @@ mod tests {
         let mut w = Waiters::new(2);
         let mut t: Vec<Ticket> = (0..3).map(|_| Ticket::default()).collect();
         for (i, t) in t.iter_mut().enumerate() {
-            w.wait(t, 0, &wakers[i]);
+            assert_eq!(w.wait(t, 0, &wakers[i]), None);
         }
         assert_eq!(w.release(&mut t[1]), None, "queued, not notified");
         assert!(w.notify_one(0));
@@ -214,11 +222,11 @@ mod tests {
         let waker = Waker::from(count.clone());
         let mut w = Waiters::new(2);
         let (mut first, mut moved) = (Ticket::default(), Ticket::default());
-        w.wait(&mut first, 0, Waker::noop());
-        w.wait(&mut moved, 0, &waker);
+        assert_eq!(w.wait(&mut first, 0, Waker::noop()), None);
+        assert_eq!(w.wait(&mut moved, 0, &waker), None);
         // Re-waiting on the same list keeps the place in line.
-        w.wait(&mut first, 0, Waker::noop());
-        w.wait(&mut moved, 1, &waker);
+        assert_eq!(w.wait(&mut first, 0, Waker::noop()), None);
+        assert_eq!(w.wait(&mut moved, 1, &waker), None, "queued, not notified: no wake-up to leave");
         assert!(w.has_waiters(1));
         assert!(w.notify_one(1));
         assert_eq!(count.0.load(Ordering::SeqCst), 1, "woken through its new list");
@@ -229,12 +237,25 @@ mod tests {
     }
 
     #[test]
+    fn a_notified_waiter_that_waits_on_another_list_leaves_its_wake_up() {
+        let mut w = Waiters::new(3);
+        let (mut t, waker) = (Ticket::default(), Waker::noop());
+        assert_eq!(w.wait(&mut t, 0, waker), None);
+        assert!(w.notify_one(0));
+        assert_eq!(w.wait(&mut t, 0, waker), None, "back on the list it was woken from: used up");
+        assert!(w.notify_one(0));
+        assert_eq!(w.wait(&mut t, 2, waker), Some(0), "woken from list 0, now waiting on 2");
+        assert!(!w.has_waiters(0) && w.has_waiters(2));
+        assert_eq!(w.release(&mut t), None, "queued on list 2");
+    }
+
+    #[test]
     fn grows_past_the_initial_slots() {
         let waker = Waker::noop();
         let mut w = Waiters::new(1);
         let mut tickets: Vec<Ticket> = (0..INITIAL_SLOTS + 3).map(|_| Ticket::default()).collect();
         for t in &mut tickets {
-            w.wait(t, 0, waker);
+            assert_eq!(w.wait(t, 0, waker), None);
         }
         let mut woken = 0;
         while w.notify_one(0) {
