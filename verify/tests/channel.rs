@@ -626,3 +626,49 @@ fn a_receive_passes_the_baton_only_when_more_is_queued() {
     assert!(matches!(got, std::task::Poll::Ready(Some(d)) if d.event == 1));
     assert_eq!(wakes(&second), 0, "nothing is left for the second receiver");
 }
+
+/// A sender woken for room in its class that then finds a more critical class full waits on
+/// that class instead. The room it was woken for is announced to the next sender of its class,
+/// so dropping it loses no wake-up: the other sender still gets through once both classes have
+/// room.
+#[test]
+fn a_woken_sender_blocked_by_another_class_passes_the_room_it_was_woken_for() {
+    use std::task::{Context, Poll};
+    let (tx, rx) = channel::<u32>(&classes([ClassSpec::new("a", 1), ClassSpec::new("b", 1)]));
+    let (a, b) = (ClassId::new(0), ClassId::new(1));
+    tx.try_send(1, b).unwrap();
+    let ((s_wakes, s_waker), (t_wakes, t_waker)) = (wake_counter(), wake_counter());
+    let mut s = Box::pin(tx.send(10, b));
+    let mut t = std::pin::pin!(tx.send(11, b));
+    assert!(s.as_mut().poll(&mut Context::from_waker(&s_waker)).is_pending());
+    assert!(t.as_mut().poll(&mut Context::from_waker(&t_waker)).is_pending());
+    assert_eq!(rx.try_recv().unwrap().event, 1, "frees b's slot");
+    assert_eq!((wakes(&s_wakes), wakes(&t_wakes)), (1, 0), "one slot, one sender woken");
+    tx.try_send(2, a).unwrap();
+    assert!(s.as_mut().poll(&mut Context::from_waker(&s_waker)).is_pending(), "a, more critical, is full");
+    assert_eq!(wakes(&t_wakes), 1, "b's free slot is announced to b's next sender");
+    drop(s);
+    assert!(t.as_mut().poll(&mut Context::from_waker(&t_waker)).is_pending(), "a is still full");
+    assert_eq!(rx.try_recv().unwrap().event, 2);
+    assert_eq!(wakes(&t_wakes), 2, "a drained: the senders it blocked are woken");
+    assert!(matches!(t.as_mut().poll(&mut Context::from_waker(&t_waker)), Poll::Ready(Ok(()))));
+    assert_eq!(rx.try_recv().unwrap().event, 11);
+}
+
+/// A closed channel that still has an open reservation has not ended: taking its (empty)
+/// backlog wakes no receiver; giving the reservation back ends it and wakes the receiver.
+#[test]
+fn a_closed_channel_wakes_its_receiver_only_once_it_has_ended() {
+    use std::task::Context;
+    let (tx, rx) = channel::<u32>(&classes([ClassSpec::new("c", 2)]));
+    let permit = tx.try_reserve(ClassId::new(0)).unwrap();
+    tx.close();
+    let (count, waker) = wake_counter();
+    let mut recv = std::pin::pin!(rx.recv());
+    assert!(recv.as_mut().poll(&mut Context::from_waker(&waker)).is_pending(), "a reservation is open");
+    assert_eq!(rx.dead_letter_backlog(DeadLetterReason::Shutdown), 0);
+    assert_eq!(wakes(&count), 0, "nothing queued and not ended: no wake-up");
+    drop(permit);
+    assert_eq!(wakes(&count), 1, "the last reservation is gone: the end");
+    assert!(matches!(recv.as_mut().poll(&mut Context::from_waker(&waker)), std::task::Poll::Ready(None)));
+}
