@@ -3,6 +3,7 @@
 #![cfg(not(veltrix_loom))]
 
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -91,4 +92,18 @@ async fn tower_service_is_ready_only_with_room_and_hands_refusals_back() {
     let t = engine.stats().total();
     assert_eq!((t.offered, t.accepted, t.rejected_closed, t.reservations_refused), (4, 3, 1, 1));
     assert!(t.conserved());
+}
+
+/// Dropping the engine closes intake, also for a service that outlives it: the service hands
+/// requests back as closed, and the workers end (dropping their handler).
+#[tokio::test(start_paused = true)]
+async fn a_dropped_engine_closes_the_services_it_gave_out() {
+    let handler = ScriptedHandler::default();
+    let engine = Engine::builder().route("r", RouteSpec::new(Config::default()), handler.clone()).build().unwrap();
+    let mut svc = engine.service("r", ClassId::CRITICAL).expect("unkeyed route, known class");
+    drop(engine);
+    poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+    assert_eq!(svc.call(ok(1)).await.unwrap_err(), SubmitError::Closed(ok(1)), "intake is closed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(Arc::strong_count(&handler.log), 1, "the workers ended and dropped their handler");
 }
