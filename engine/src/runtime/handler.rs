@@ -122,4 +122,11 @@ mod tests {
         assert_eq!(waits, [10, 20, 40, 50, 50]);
         assert_eq!(r.backoff(u32::MAX), Duration::from_millis(50));
     }
+
+    #[test]
+    fn none_makes_one_attempt_and_default_three() {
+        assert_eq!(RetryPolicy::none().max_attempts, 1);
+        assert_eq!(RetryPolicy::default().max_attempts, 3);
+        assert_eq!(RetryPolicy::default().backoff(2), Duration::from_millis(20));
+    }
 }
