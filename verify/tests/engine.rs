@@ -217,15 +217,9 @@ fn building_outside_a_runtime_is_an_error_not_a_panic() {
 
 #[test]
 fn dropping_the_engine_without_shutdown_loses_nothing() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
-    rt.block_on(async {
-        let engine = Engine::builder()
-            .route("r", RouteSpec::new(Config::default()).workers(2), handler.clone())
-            .dead_letter_sink(sink)
-            .build()
-            .unwrap();
+    let (handler, dead) = rt.block_on(async {
+        let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()).workers(2));
         for id in 0..20 {
             engine.submit(Submission::new("r", ClassId::CRITICAL, ok(id, 10))).await.unwrap();
         }
@@ -233,6 +227,7 @@ fn dropping_the_engine_without_shutdown_loses_nothing() {
         tokio::time::sleep(25 * MS).await;
         drop(engine);
         tokio::time::sleep(15 * MS).await;
+        (handler, dead)
     });
     // The runtime stops with work left: in-flight events are dead-lettered (shutdown), queued
     // ones (closed) when the last worker's receiver goes.
@@ -514,13 +509,7 @@ async fn try_submit_to_a_full_class_hands_the_event_back_as_full() {
 /// their handler).
 #[tokio::test(start_paused = true)]
 async fn a_dropped_engine_drains_and_its_workers_end() {
-    let handler = ScriptedHandler::default();
-    let (dead, sink) = sink();
-    let engine = Engine::builder()
-        .route("r", RouteSpec::new(Config::default()).workers(2), handler.clone())
-        .dead_letter_sink(sink)
-        .build()
-        .unwrap();
+    let (engine, handler, dead) = one_route(RouteSpec::new(Config::default()).workers(2));
     for id in 0..20 {
         engine.try_submit(Submission::new("r", ClassId::CRITICAL, ok(id, 10))).unwrap();
     }
