@@ -547,9 +547,9 @@ impl<E> Shared<E> {
                 break;
             }
         }
-        let cascade = self.classes() + j;
-        w.notify_all(cascade);
-        if !w.has_waiters(j) && !w.has_waiters(cascade) {
+        w.notify_all(self.classes() + j);
+        // The cascade list is empty now: the flag goes once no sender of class j waits either.
+        if !w.has_waiters(j) {
             self.rings[j].clear_waiting();
         }
     }
