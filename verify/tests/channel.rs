@@ -672,3 +672,23 @@ fn a_closed_channel_wakes_its_receiver_only_once_it_has_ended() {
     assert_eq!(wakes(&count), 1, "the last reservation is gone: the end");
     assert!(matches!(recv.as_mut().poll(&mut Context::from_waker(&waker)), std::task::Poll::Ready(None)));
 }
+
+/// The invariants count every way a queued event leaves: delivered, or dead-lettered from the
+/// backlog with any reason.
+#[test]
+fn invariants_hold_whatever_reason_emptied_the_queue() {
+    let (tx, rx) = channel::<u32>(&classes([ClassSpec::new("c", 8)]));
+    let c = ClassId::new(0);
+    let mut id = 0;
+    for reason in [DeadLetterReason::Closed, DeadLetterReason::Shutdown, DeadLetterReason::Expired] {
+        for _ in 0..2 {
+            tx.try_send(id, c).unwrap();
+            id += 1;
+        }
+        assert_eq!(rx.try_recv().unwrap().event, id - 2);
+        assert_eq!(rx.dead_letter_backlog(reason), 1);
+        rx.check_invariants();
+    }
+    let t = rx.stats().total();
+    assert_eq!((t.delivered, t.dead_lettered(), t.queued), (3, 3, 0));
+}
