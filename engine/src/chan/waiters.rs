@@ -108,7 +108,8 @@ impl Waiters {
             self.slots[i as usize].state = State::Idle;
         }
         let slot = &self.slots[i as usize];
-        let unused = (slot.state == State::Notified && usize::from(slot.list) != list).then_some(usize::from(slot.list));
+        let unused =
+            (slot.state == State::Notified && usize::from(slot.list) != list).then_some(usize::from(slot.list));
         if slot.state != State::Queued {
             self.link(i, list);
         }
