@@ -5,7 +5,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veltrix_engine::runtime::{Engine, EngineBuildError, RetryPolicy, RouteSpec, Routed, Submission};
+use veltrix_engine::runtime::{
+    Engine, EngineBuildError, Handler, HandlerContext, Outcome, RetryPolicy, RouteSpec, Routed, Submission,
+};
 use veltrix_engine::{
     BuildError, ClassId, ClassSpec, Config, DeadLetter, DeadLetterReason, Instant, OverloadPolicy, SubmitError,
 };
@@ -380,6 +382,48 @@ fn a_dropped_runtime_is_noticed_not_reported_as_drained() {
     ids.extend(handler.log.lock().unwrap().iter().filter(|a| a.ended.is_some()).map(|a| a.id));
     ids.sort();
     assert_eq!(ids, (0..10).collect::<Vec<_>>(), "every event ends once, before the engine is dropped");
+}
+
+/// A worker idle on an empty, open lane when its runtime is dropped is lost too: the lane is
+/// closed for good, so a later submit gets its event back rather than waiting for nobody.
+#[test]
+fn an_idle_worker_whose_runtime_is_dropped_is_counted_lost() {
+    let a = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    let (engine, _handler, _dead) = a.block_on(async {
+        let built = one_route(RouteSpec::new(Config::default()));
+        tokio::task::yield_now().await; // the worker starts and finds nothing to do
+        built
+    });
+    drop(a);
+    let b = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    b.block_on(async {
+        let late = engine.try_submit(Submission::new("r", ClassId::CRITICAL, ok(1, 0)));
+        assert_eq!(late.unwrap_err(), SubmitError::Closed(ok(1, 0)), "accepted into a lane nobody serves");
+        let report = engine.shutdown(50 * MS).await;
+        assert_eq!(report.stats.workers_lost, 1);
+        assert!(!report.drained, "{report:?}");
+    });
+}
+
+/// A handler sees the time its event has left: none without a deadline, all of it when it
+/// starts at once.
+#[tokio::test(start_paused = true)]
+async fn a_handler_sees_the_time_left_before_the_deadline() {
+    struct Remaining(Arc<Mutex<Vec<Option<Duration>>>>);
+    impl Handler<u32> for Remaining {
+        fn handle(&self, _event: &u32, cx: HandlerContext) -> impl std::future::Future<Output = Outcome> + Send {
+            self.0.lock().unwrap().push(cx.remaining());
+            std::future::ready(Outcome::Ok)
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let classes = Config::builder().class(ClassSpec::new("c", 4)).build().unwrap();
+    let engine = Engine::builder().route("r", RouteSpec::new(classes), Remaining(seen.clone())).build().unwrap();
+    let c = ClassId::new(0);
+    engine.submit(Submission::new("r", c, 1)).await.unwrap();
+    engine.submit(Submission::new("r", c, 2).deadline(Instant::now() + Duration::from_secs(5))).await.unwrap();
+    engine.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(*seen.lock().unwrap(), [None, Some(Duration::from_secs(5))]);
 }
 
 /// Regression (issue 11): a dead-letter sink that panics must be contained like a panicking

@@ -44,16 +44,7 @@ fn metrics_count_outcomes_per_route_and_class_with_units_in_names() {
             engine.shutdown(Duration::from_secs(1)).await;
         });
     });
-    let mut found = std::collections::BTreeMap::new();
-    for (key, _unit, _desc, value) in snapshotter.snapshot().into_vec() {
-        let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
-        let v = match value {
-            DebugValue::Counter(c) => c as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(h) => h.len() as f64,
-        };
-        found.insert(format!("{}{{{}}}", key.key().name(), labels.join(",")), v);
-    }
+    let found = read(&snapshotter);
     let get = |k: &str| found.get(k).copied().unwrap_or_else(|| panic!("{k} missing from {found:#?}"));
     assert_eq!(get("veltrix_events_handled_total{route=pay,class=CRITICAL}"), 3.0);
     assert_eq!(get("veltrix_events_handled_total{route=pay,class=SHEDDABLE}"), 1.0);
@@ -64,11 +55,56 @@ fn metrics_count_outcomes_per_route_and_class_with_units_in_names() {
     assert_eq!(get("veltrix_queue_depth_events{route=pay,class=CRITICAL}"), 0.0);
 }
 
+/// Every metric by `name{label=value,…}`: counters and gauges by value, histograms by samples.
+fn read(snapshotter: &metrics_util::debugging::Snapshotter) -> std::collections::BTreeMap<String, f64> {
+    let mut found = std::collections::BTreeMap::new();
+    for (key, _unit, _desc, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key.key().labels().map(|l| format!("{}={}", l.key(), l.value())).collect();
+        let v = match value {
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(h) => h.len() as f64,
+        };
+        found.insert(format!("{}{{{}}}", key.key().name(), labels.join(",")), v);
+    }
+    found
+}
+
+/// Dead letters from the queue are counted too, and the depth gauge follows the queue.
+#[test]
+fn metrics_count_shed_events_and_show_the_queue_depth() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let depth = "veltrix_queue_depth_events{route=r,class=only}";
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
+        rt.block_on(async {
+            let classes =
+                Config::builder().class(ClassSpec::new("only", 2).with_policy(OverloadPolicy::ShedOldest)).build().unwrap();
+            let spec = RouteSpec::new(classes).max_batch(1);
+            let engine = Engine::builder().route("r", spec, ScriptedHandler::default()).build().unwrap();
+            // Before the worker runs: 0 and 1 are queued, 2 and 3 shed them.
+            for id in 0..4 {
+                engine.try_submit(Submission::new("r", ClassId::new(0), ok(id))).unwrap();
+            }
+            // 2 is handled (1 ms), 3 is in flight: the worker saw 1 queued when 2 ended.
+            tokio::time::sleep(Duration::from_micros(1500)).await;
+            assert_eq!(read(&snapshotter)[depth], 1.0);
+            engine.shutdown(Duration::from_secs(1)).await;
+        });
+    });
+    let found = read(&snapshotter);
+    assert_eq!(found["veltrix_events_dead_lettered_total{route=r,class=only,reason=shed}"], 2.0);
+    assert_eq!(found["veltrix_events_handled_total{route=r,class=only}"], 2.0);
+    assert_eq!(found[depth], 0.0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn tower_service_is_ready_only_with_room_and_hands_refusals_back() {
     let classes = Config::builder().class(ClassSpec::new("only", 1)).build().unwrap();
     let engine = Engine::builder().route("r", RouteSpec::new(classes), ScriptedHandler::default()).build().unwrap();
     let mut svc = engine.service("r", ClassId::new(0)).expect("unkeyed route, known class");
+    assert!(format!("{svc:?}").starts_with("SubmitService { route: "), "{svc:?}");
     assert!(engine.service("r", ClassId::new(1)).is_none());
     assert!(engine.service("nope", ClassId::new(0)).is_none());
 
