@@ -53,7 +53,8 @@ impl Latch {
                 w.release(&mut guard.1);
                 return Poll::Ready(());
             }
-            w.wait(&mut guard.1, 0, cx.waker());
+            let moved = w.wait(&mut guard.1, 0, cx.waker());
+            debug_assert_eq!(moved, None, "the latch has one wait list");
             Poll::Pending
         })
         .await

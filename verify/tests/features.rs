@@ -70,33 +70,38 @@ fn read(snapshotter: &metrics_util::debugging::Snapshotter) -> std::collections:
     found
 }
 
-/// Dead letters from the queue are counted too, and the depth gauge follows the queue.
+/// Dead letters from the queue are counted too, and the depth gauge follows the queue. (A
+/// snapshot of the debugging recorder drains its counters: each read sees what came since.)
 #[test]
 fn metrics_count_shed_events_and_show_the_queue_depth() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let depth = "veltrix_queue_depth_events{route=r,class=only}";
-    metrics::with_local_recorder(&recorder, || {
+    let key = |name: &str| format!("veltrix_{name}{{route=r,class=only}}");
+    let mid = metrics::with_local_recorder(&recorder, || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async {
-            let classes =
-                Config::builder().class(ClassSpec::new("only", 2).with_policy(OverloadPolicy::ShedOldest)).build().unwrap();
+            let classes = Config::builder()
+                .class(ClassSpec::new("only", 2).with_policy(OverloadPolicy::ShedOldest))
+                .build()
+                .unwrap();
             let spec = RouteSpec::new(classes).max_batch(1);
             let engine = Engine::builder().route("r", spec, ScriptedHandler::default()).build().unwrap();
             // Before the worker runs: 0 and 1 are queued, 2 and 3 shed them.
             for id in 0..4 {
                 engine.try_submit(Submission::new("r", ClassId::new(0), ok(id))).unwrap();
             }
-            // 2 is handled (1 ms), 3 is in flight: the worker saw 1 queued when 2 ended.
+            // 2 is handled (1 ms) and 3 is in flight: the worker saw 1 queued when 2 ended.
             tokio::time::sleep(Duration::from_micros(1500)).await;
-            assert_eq!(read(&snapshotter)[depth], 1.0);
+            let mid = read(&snapshotter);
             engine.shutdown(Duration::from_secs(1)).await;
-        });
+            mid
+        })
     });
-    let found = read(&snapshotter);
-    assert_eq!(found["veltrix_events_dead_lettered_total{route=r,class=only,reason=shed}"], 2.0);
-    assert_eq!(found["veltrix_events_handled_total{route=r,class=only}"], 2.0);
-    assert_eq!(found[depth], 0.0);
+    assert_eq!(mid[&key("queue_depth_events")], 1.0);
+    assert_eq!(mid["veltrix_events_dead_lettered_total{route=r,class=only,reason=shed}"], 2.0, "{mid:#?}");
+    assert_eq!(mid[&key("events_handled_total")], 1.0);
+    let end = read(&snapshotter);
+    assert_eq!((end[&key("events_handled_total")], end[&key("queue_depth_events")]), (1.0, 0.0), "3 handled since");
 }
 
 #[tokio::test(start_paused = true)]
