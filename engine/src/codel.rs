@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use crate::config::Codel;
-use crate::ledger::Timestamp;
+use crate::time::Timestamp;
 
 #[derive(Debug)]
 pub(crate) struct CodelState<T> {

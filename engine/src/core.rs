@@ -24,9 +24,12 @@ use std::time::Duration;
 
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config, OverloadPolicy};
+pub use crate::dead::DeadLetter;
+use crate::dead::DeadLetterReason;
 use crate::error::ReserveError;
-use crate::ledger::{ClassStats, Completion, DeadLetterReason, Stats, Timestamp};
+use crate::ledger::{ClassStats, Completion, Stats};
 use crate::sched::Scheduler;
+use crate::time::Timestamp;
 
 /// An event handed to a receiver.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,20 +53,6 @@ impl<E, T> Delivery<E, T> {
     pub fn into_inner(self) -> E {
         self.event
     }
-}
-
-/// An accepted event that will never reach a receiver, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeadLetter<E, T = tokio::time::Instant> {
-    /// The event.
-    pub event: E,
-    /// Its class.
-    pub class: ClassId,
-    /// Why it was dead-lettered.
-    pub reason: DeadLetterReason,
-    /// When it had been enqueued, if recorded (see [`Delivery::enqueued_at`]).
-    pub enqueued_at: Option<T>,
 }
 
 /// What one [`Core::pop`] step produced.

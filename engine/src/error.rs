@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::runtime::{MAX_ROUTES, Routed};
+
 /// A configuration problem found by [`ConfigBuilder::build`](crate::ConfigBuilder::build).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -194,6 +196,27 @@ impl ReserveError {
     }
 }
 
+// The engine hands back the user's event, not the route's envelope. Exhaustive matches: a new
+// variant must say what it becomes.
+impl<E> From<SendError<Routed<E>>> for SubmitError<E> {
+    fn from(e: SendError<Routed<E>>) -> Self {
+        match e {
+            SendError::Closed(r) => SubmitError::Closed(r.event),
+            SendError::Rejected(r) => SubmitError::Rejected(r.event),
+        }
+    }
+}
+
+impl<E> From<TrySendError<Routed<E>>> for SubmitError<E> {
+    fn from(e: TrySendError<Routed<E>>) -> Self {
+        match e {
+            TrySendError::Full(r) => SubmitError::Full(r.event),
+            TrySendError::Closed(r) => SubmitError::Closed(r.event),
+            TrySendError::Rejected(r) => SubmitError::Rejected(r.event),
+        }
+    }
+}
+
 /// Why [`Receiver::try_recv`](crate::Receiver::try_recv) returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -215,6 +238,45 @@ impl fmt::Display for TryRecvError {
 
 impl std::error::Error for TryRecvError {}
 
+/// A problem found by [`EngineBuilder::build`](crate::runtime::EngineBuilder::build).
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum EngineBuildError {
+    /// No route was registered.
+    NoRoutes,
+    /// A route has an empty name.
+    EmptyRouteName,
+    /// Two routes share a name.
+    DuplicateRoute(String),
+    /// A route has zero workers.
+    ZeroWorkers(String),
+    /// A route's retry policy allows zero attempts.
+    ZeroAttempts(String),
+    /// A route lets its workers take at most zero events at once.
+    ZeroBatch(String),
+    /// More than 65,536 routes (the count given).
+    TooManyRoutes(usize),
+    /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
+    NoRuntime,
+}
+
+impl fmt::Display for EngineBuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EngineBuildError::NoRoutes => write!(f, "no route registered"),
+            EngineBuildError::EmptyRouteName => write!(f, "a route has an empty name"),
+            EngineBuildError::DuplicateRoute(r) => write!(f, "route `{r}` is registered twice"),
+            EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
+            EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
+            EngineBuildError::ZeroBatch(r) => write!(f, "route `{r}` has max_batch 0 (at least 1 is needed)"),
+            EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most {MAX_ROUTES} are allowed"),
+            EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
+        }
+    }
+}
+
+impl std::error::Error for EngineBuildError {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,5 +291,21 @@ mod tests {
         let _event: NotDebug = e.into_inner();
         assert_eq!(SendError::Rejected(7).into_inner(), 7);
         assert_eq!(ReserveError::Closed.with(3), TrySendError::Closed(3));
+    }
+
+    #[test]
+    fn channel_errors_become_submit_errors_of_the_same_kind_holding_the_users_event() {
+        use crate::runtime::RouteId;
+        let routed = |event| Routed { route: RouteId(3), key: Some(9), event };
+        assert_eq!(SubmitError::from(SendError::Closed(routed(1))), SubmitError::Closed(1));
+        assert_eq!(SubmitError::from(SendError::Rejected(routed(2))), SubmitError::Rejected(2));
+        assert_eq!(SubmitError::from(TrySendError::Full(routed(3))), SubmitError::Full(3));
+        assert_eq!(SubmitError::from(TrySendError::Closed(routed(4))), SubmitError::Closed(4));
+        assert_eq!(SubmitError::from(TrySendError::Rejected(routed(5))), SubmitError::Rejected(5));
+        let n = MAX_ROUTES + 1;
+        assert_eq!(
+            EngineBuildError::TooManyRoutes(n).to_string(),
+            "65537 routes registered, at most 65536 are allowed"
+        );
     }
 }

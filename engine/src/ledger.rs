@@ -1,57 +1,7 @@
 //! The outcome ledger: where every offered event went, per class.
 
-use std::fmt;
-use std::time::Duration;
-
 use crate::config::ClassId;
-
-/// Why an event went to the dead letter instead of a handler.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DeadLetterReason {
-    /// Pushed out by a newer event of a [`ShedOldest`](crate::OverloadPolicy::ShedOldest) class.
-    Shed,
-    /// Dropped at dequeue by CoDel: it waited more than twice the target while the class was overloaded.
-    Codel,
-    /// Its deadline passed before a handler could start on it: at dequeue, or (engine) while it
-    /// waited behind other events its worker had taken; no handler ran.
-    Expired,
-    /// Every receiver was gone, so nothing could ever take it.
-    Closed,
-    /// Its handler failed fatally, or kept failing until its retries (or its deadline) ran out.
-    HandlerFailed,
-    /// Its handler panicked; the worker carried on.
-    Panicked,
-    /// The engine shut down before it was handled (queued at the drain deadline, or in flight then).
-    Shutdown,
-}
-
-impl DeadLetterReason {
-    /// Every reason, in the order events meet them (queue, then handler, then shutdown).
-    pub const ALL: [DeadLetterReason; 7] = [
-        DeadLetterReason::Shed,
-        DeadLetterReason::Codel,
-        DeadLetterReason::Expired,
-        DeadLetterReason::Closed,
-        DeadLetterReason::HandlerFailed,
-        DeadLetterReason::Panicked,
-        DeadLetterReason::Shutdown,
-    ];
-}
-
-impl fmt::Display for DeadLetterReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DeadLetterReason::Shed => "shed",
-            DeadLetterReason::Codel => "codel",
-            DeadLetterReason::Expired => "expired",
-            DeadLetterReason::Closed => "closed",
-            DeadLetterReason::HandlerFailed => "handler_failed",
-            DeadLetterReason::Panicked => "panicked",
-            DeadLetterReason::Shutdown => "shutdown",
-        })
-    }
-}
+use crate::dead::DeadLetterReason;
 
 /// One class's ledger. Conservation, exact at every snapshot:
 /// `offered = accepted + rejected() + cancelled` and
@@ -277,42 +227,6 @@ pub enum Completion {
     DeadLettered(DeadLetterReason),
 }
 
-/// A point in time for the sans-IO core: [`Duration`] (time since an epoch, for simulations and
-/// tests), `std::time::Instant` or `tokio::time::Instant` (the channel's clock).
-pub trait Timestamp: Copy + Ord + fmt::Debug {
-    /// `self + d`, saturating at the type's maximum.
-    fn after(self, d: Duration) -> Self;
-    /// The time from `earlier` to `self`, zero if `earlier` is later.
-    fn since(self, earlier: Self) -> Duration;
-}
-
-impl Timestamp for Duration {
-    fn after(self, d: Duration) -> Self {
-        self.saturating_add(d)
-    }
-    fn since(self, earlier: Self) -> Duration {
-        self.saturating_sub(earlier)
-    }
-}
-
-impl Timestamp for std::time::Instant {
-    fn after(self, d: Duration) -> Self {
-        self.checked_add(d).unwrap_or(self + Duration::from_secs(86_400 * 365 * 30))
-    }
-    fn since(self, earlier: Self) -> Duration {
-        self.saturating_duration_since(earlier)
-    }
-}
-
-impl Timestamp for tokio::time::Instant {
-    fn after(self, d: Duration) -> Self {
-        self.checked_add(d).unwrap_or(self + Duration::from_secs(86_400 * 365 * 30))
-    }
-    fn since(self, earlier: Self) -> Duration {
-        self.saturating_duration_since(earlier)
-    }
-}
-
 #[cfg(all(test, not(veltrix_loom)))]
 mod tests {
     use super::*;
@@ -360,21 +274,5 @@ mod tests {
         assert_eq!(s.dead(DeadLetterReason::Expired), 3);
         assert_eq!(s.dead(DeadLetterReason::Shutdown), 7);
         assert_eq!(s.dead_lettered(), 15);
-    }
-
-    #[test]
-    fn timestamps_add_and_subtract_saturating() {
-        let ms = Duration::from_millis;
-        assert_eq!((ms(5).since(ms(2)), ms(2).since(ms(5))), (ms(3), Duration::ZERO));
-        assert_eq!(Duration::MAX.after(ms(1)), Duration::MAX);
-        let thirty_years = Duration::from_secs(86_400 * 365 * 30);
-        let now = std::time::Instant::now();
-        assert_eq!(now.after(ms(7)).since(now), ms(7));
-        assert_eq!(now.since(now.after(ms(7))), Duration::ZERO);
-        assert_eq!(now.after(Duration::MAX).since(now), thirty_years, "an overflowing deadline is far away");
-        let now = tokio::time::Instant::now();
-        assert_eq!(now.after(ms(7)).since(now), ms(7));
-        assert_eq!(now.since(now.after(ms(7))), Duration::ZERO);
-        assert_eq!(now.after(Duration::MAX).since(now), thirty_years);
     }
 }

@@ -8,8 +8,9 @@ use tokio::time::Instant;
 use super::ring::Ring;
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config};
-use crate::core::{DeadLetter, Entry, Pop, dequeue};
-use crate::ledger::{ClassStats, Completion, DeadLetterReason};
+use crate::core::{Entry, Pop, dequeue};
+use crate::dead::{DeadLetter, DeadLetterReason};
+use crate::ledger::{ClassStats, Completion};
 use crate::sched::Scheduler;
 
 /// The clock, read at most once per critical section and only when a decision needs it (an

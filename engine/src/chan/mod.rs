@@ -16,42 +16,15 @@ use std::task::{Context, Poll};
 use tokio::time::Instant;
 
 use crate::config::{ClassId, Config};
-use crate::core::{DeadLetter, Delivery};
+use crate::core::Delivery;
+use crate::dead::{DeadLetterReason, DeadLetterSink};
 use crate::error::{ReserveError, SendError, TryRecvError, TrySendError};
-use crate::ledger::{Completion, DeadLetterReason, Stats};
+use crate::ledger::{Completion, Stats};
 use crate::sync::{Arc, block_on};
 use ring::Take;
 pub(crate) use shared::Completed;
 use shared::Shared;
 use waiters::Ticket;
-
-/// Where dead letters go. Called outside every lock of the channel, on the thread whose operation
-/// produced the dead letter: a sender for `Shed`, and for `Closed` when it commits after every
-/// receiver is gone; a receiver for `Expired`/`Codel`; the last receiver's drop for the
-/// backlog (`Closed`).
-///
-/// The call cannot refuse: once the engine has handed the event over, the event and its reason are
-/// the sink's. A sink backed by a bounded buffer decides itself what to do when it is full
-/// (block, spill, or count and drop) — the channel's ledger has already counted the dead letter.
-/// Any `Fn(DeadLetter<E>) + Send + Sync` closure is a sink.
-///
-/// A sink that panics is contained: the operation that produced the dead letter completes, the
-/// ledger has counted the dead letter with its reason, the panic is counted
-/// ([`Stats::sink_panics`]) and logged once through `tracing` (the default panic hook stays
-/// silent for it).
-pub trait DeadLetterSink<E>: Send + Sync {
-    /// Takes one dead letter.
-    fn dead_letter(&self, letter: DeadLetter<E>);
-}
-
-impl<E, F> DeadLetterSink<E> for F
-where
-    F: Fn(DeadLetter<E>) + Send + Sync,
-{
-    fn dead_letter(&self, letter: DeadLetter<E>) {
-        self(letter)
-    }
-}
 
 /// Creates a channel whose dead letters are counted in the ledger and then dropped (a `debug`
 /// trace says so). Use [`channel_with_sink`] to receive them.

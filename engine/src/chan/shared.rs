@@ -49,14 +49,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::DeadLetterSink;
 use super::consumer::{Consumer, LazyNow, Next};
 use super::ring::{self, Refused, Ring, Take};
 use super::waiters::{Ticket, Waiters};
 use crate::config::{ClassId, Config, OverloadPolicy};
-use crate::core::{Admission, DeadLetter, Delivery, Entry, Pop, admission};
+use crate::core::{Admission, Delivery, Entry, Pop, admission};
+use crate::dead::{DeadLetter, DeadLetterReason, DeadLetterSink};
 use crate::error::ReserveError;
-use crate::ledger::{ClassStats, Completion, DeadLetterReason, Stats};
+use crate::ledger::{ClassStats, Completion, Stats};
 use crate::sync::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, CachePadded, Mutex, lock, spin_wait};
 
 /// How many times an idle receiver looks at the next slots before it sleeps.

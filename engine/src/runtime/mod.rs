@@ -47,10 +47,11 @@ pub use handler::{Handler, HandlerContext, Outcome, RetryPolicy};
 pub use service::SubmitService;
 pub use stats::{EngineStats, LatencySummary, RouteClassStats, RouteStats, ShutdownReport};
 
-use crate::chan::{DeadLetterSink, Receiver, Sender, channel_with_sink};
+use crate::chan::{Receiver, Sender, channel_with_sink};
 use crate::config::{ClassId, Config};
-use crate::core::DeadLetter;
-use crate::error::{SendError, SubmitError, TrySendError};
+use crate::dead::{DeadLetter, DeadLetterSink};
+pub use crate::error::EngineBuildError;
+use crate::error::SubmitError;
 use crate::latch::Latch;
 use crate::ledger::ClassStats;
 use crate::sync::block_on;
@@ -62,10 +63,10 @@ use worker::{LaneWatch, Worker};
 
 /// Identifies a route: its index in registration order. [`Engine::route_name`] gives its name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct RouteId(u16);
+pub struct RouteId(pub(crate) u16);
 
 /// The most routes an engine has: every [`RouteId`] fits in 16 bits.
-const MAX_ROUTES: usize = 1 << 16;
+pub(crate) const MAX_ROUTES: usize = 1 << 16;
 
 impl RouteId {
     /// The route's index in registration order.
@@ -106,6 +107,21 @@ impl<E> GuardedSink<E> {
 }
 
 type Sink<E> = Arc<GuardedSink<E>>;
+
+/// Where a route's dead letters go, whoever produced them (its channels, at admission and
+/// dequeue; its workers, after delivery): counted in the route's telemetry, then handed to the
+/// engine's sink. The one path, so telemetry and the sink see the same letters.
+pub(crate) struct RouteSink<E> {
+    telemetry: Arc<RouteTelemetry>,
+    sink: Sink<E>,
+}
+
+impl<E> RouteSink<E> {
+    pub(crate) fn dead_letter(&self, letter: DeadLetter<Routed<E>>) {
+        self.telemetry.dead_lettered(letter.class.index(), letter.reason);
+        self.sink.dead_letter(letter);
+    }
+}
 
 /// Builds the error that hands a refused event back.
 type HandBack<E> = fn(E) -> SubmitError<E>;
@@ -236,51 +252,12 @@ impl RouteSpec {
     }
 }
 
-/// A problem found by [`EngineBuilder::build`].
-#[derive(Clone, Debug, PartialEq)]
-#[non_exhaustive]
-pub enum EngineBuildError {
-    /// No route was registered.
-    NoRoutes,
-    /// A route has an empty name.
-    EmptyRouteName,
-    /// Two routes share a name.
-    DuplicateRoute(String),
-    /// A route has zero workers.
-    ZeroWorkers(String),
-    /// A route's retry policy allows zero attempts.
-    ZeroAttempts(String),
-    /// A route lets its workers take at most zero events at once.
-    ZeroBatch(String),
-    /// More than 65,536 routes.
-    TooManyRoutes(usize),
-    /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
-    NoRuntime,
-}
-
-impl fmt::Display for EngineBuildError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            EngineBuildError::NoRoutes => write!(f, "no route registered"),
-            EngineBuildError::EmptyRouteName => write!(f, "a route has an empty name"),
-            EngineBuildError::DuplicateRoute(r) => write!(f, "route `{r}` is registered twice"),
-            EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
-            EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
-            EngineBuildError::ZeroBatch(r) => write!(f, "route `{r}` has max_batch 0 (at least 1 is needed)"),
-            EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most 65536 are allowed"),
-            EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
-        }
-    }
-}
-
-impl std::error::Error for EngineBuildError {}
-
 /// What a route's workers share: the lanes (receiver and watch) and the engine's parts.
 struct Spawn<'a, E> {
     route: RouteId,
     lanes: &'a [(Receiver<Routed<E>>, Arc<LaneWatch>)],
     stop: &'a Arc<Latch>,
-    sink: &'a Sink<E>,
+    sink: &'a Arc<RouteSink<E>>,
     telemetry: &'a Arc<RouteTelemetry>,
 }
 
@@ -361,15 +338,13 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
             let id = RouteId(i as u16);
             let lanes = if spec.keyed { spec.workers } else { 1 };
             let telemetry = Arc::new(RouteTelemetry::new(&name, &spec.classes, spec.workers));
+            let route_sink = Arc::new(RouteSink { telemetry: telemetry.clone(), sink: sink.clone() });
             let (senders, receivers): (Vec<_>, Vec<_>) = (0..lanes)
                 .map(|_| {
-                    let (sink, telemetry) = (sink.clone(), telemetry.clone());
+                    let route_sink = route_sink.clone();
                     // Latency histograms and handlers' contexts need every enqueue time.
                     let classes = spec.classes.clone().recording_enqueue_times();
-                    channel_with_sink(&classes, move |d: DeadLetter<Routed<E>>| {
-                        telemetry.dead_lettered(d.class.index(), d.reason);
-                        sink.dead_letter(d)
-                    })
+                    channel_with_sink(&classes, move |d: DeadLetter<Routed<E>>| route_sink.dead_letter(d))
                 })
                 .unzip();
             let per_lane = |lane: usize| (lane..spec.workers).step_by(lanes).count();
@@ -382,7 +357,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
                 route: id,
                 lanes: &watched,
                 stop: &stop,
-                sink: &sink,
+                sink: &route_sink,
                 telemetry: &telemetry,
             }));
             tracing::info!(route = %name, workers = spec.workers, lanes, "route started");
@@ -563,10 +538,7 @@ impl<E> Engine<E> {
         let sent = route.lane(s.key).send_with_deadline(event, s.class, s.deadline).await;
         sent.map_err(|e| {
             route.telemetry.returned(s.class.index());
-            match e {
-                SendError::Closed(r) => SubmitError::Closed(r.event),
-                _ => SubmitError::Rejected(e.into_inner().event),
-            }
+            e.into()
         })
     }
 
@@ -583,11 +555,7 @@ impl<E> Engine<E> {
         let event = Routed { route: route.id, key: s.key, event: s.event };
         route.lane(s.key).try_send_with_deadline(event, s.class, s.deadline).map_err(|e| {
             route.telemetry.returned(s.class.index());
-            match e {
-                TrySendError::Full(r) => SubmitError::Full(r.event),
-                TrySendError::Closed(r) => SubmitError::Closed(r.event),
-                _ => SubmitError::Rejected(e.into_inner().event),
-            }
+            e.into()
         })
     }
 

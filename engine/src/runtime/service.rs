@@ -1,10 +1,4 @@
 //! A `tower::Service` that submits to one route and class (feature `tower`).
-//!
-//! `poll_ready` reserves a slot, so it is `Pending` while the class is full under backpressure:
-//! a tower stack sees the engine's capacity as readiness. `call` fills the slot. A refusal
-//! (closed, rejected by policy) is answered by `call` with the request handed back in
-//! [`SubmitError`], and counted in the route's ledger as an offered, refused event — so
-//! `offered` equals the requests called.
 
 use std::future::{Ready, ready};
 use std::task::{Context, Poll};
@@ -14,7 +8,13 @@ use crate::chan::{OwnedPermit, ReserveTicket, Sender};
 use crate::config::ClassId;
 use crate::error::{ReserveError, SubmitError};
 
-/// Submits each request to one route and class; see the [module docs](self).
+/// A `tower::Service` that submits each request to one route and class (feature `tower`).
+///
+/// `poll_ready` reserves a slot, so it is `Pending` while the class is full under backpressure:
+/// a tower stack sees the engine's capacity as readiness. `call` fills the slot. A refusal
+/// (closed, rejected by policy) is answered by `call` with the request handed back in
+/// [`SubmitError`], and counted in the route's ledger as an offered, refused event — so
+/// `offered` equals the requests called.
 pub struct SubmitService<E> {
     tx: Sender<Routed<E>>,
     route: RouteId,
@@ -76,19 +76,9 @@ impl<E> tower::Service<E> for SubmitService<E> {
                 // The request was offered and is handed back: the ledger counts it as a refused
                 // event (the refused reservation itself is counted apart).
                 self.tx.count_refused(self.class, e);
-                Err(SubmitError::from_reserve(e, event))
+                Err(e.with(Routed { route: self.route, key: None, event }).into())
             }
         };
         ready(out)
-    }
-}
-
-impl<E> SubmitError<E> {
-    fn from_reserve(e: ReserveError, event: E) -> SubmitError<E> {
-        match e {
-            ReserveError::Full => SubmitError::Full(event),
-            ReserveError::Closed => SubmitError::Closed(event),
-            _ => SubmitError::Rejected(event),
-        }
     }
 }

@@ -1,45 +1,14 @@
-//! Per route and class numbers: the ledger (from the channel, exact), queue depth, in-flight,
-//! and latency histograms (hdrhistogram, microseconds, 2 significant digits — values within 1% —
-//! up to one hour).
+//! Per route and class numbers as the user reads them: the ledger (from the channel, exact),
+//! queue depth, in-flight, and latency percentiles summarised from what
+//! [`telemetry`](super::telemetry) recorded. Reads telemetry; telemetry knows nothing of it.
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::telemetry::RouteTelemetry;
-use crate::ledger::{ClassStats, DeadLetterReason};
-
-const MAX_MICROS: u64 = 3_600_000_000;
-
-/// Sojourn (enqueue → dequeue) and end-to-end (enqueue → completion) histograms of one class.
-#[derive(Debug)]
-pub(crate) struct Latencies {
-    sojourn: Histogram<u64>,
-    end_to_end: Histogram<u64>,
-}
-
-impl Latencies {
-    pub(crate) fn new() -> Latencies {
-        let h = || Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("valid histogram bounds");
-        Latencies { sojourn: h(), end_to_end: h() }
-    }
-
-    pub(crate) fn record(&mut self, sojourn: Duration, end_to_end: Duration) {
-        let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
-        self.sojourn.saturating_record(micros(sojourn));
-        self.end_to_end.saturating_record(micros(end_to_end));
-    }
-
-    pub(crate) fn add(&mut self, other: &Latencies) {
-        // Same bounds on both sides: adding cannot fail.
-        self.sojourn.add(&other.sojourn).expect("same histogram bounds");
-        self.end_to_end.add(&other.end_to_end).expect("same histogram bounds");
-    }
-
-    fn summaries(&self) -> (LatencySummary, LatencySummary) {
-        (LatencySummary::of(&self.sojourn), LatencySummary::of(&self.end_to_end))
-    }
-}
+use crate::dead::DeadLetterReason;
+use crate::ledger::ClassStats;
 
 /// Percentiles of a latency distribution (zero when `count == 0`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,7 +81,9 @@ impl RouteStats {
             .into_iter()
             .enumerate()
             .map(|(k, ledger)| {
-                let (sojourn, end_to_end) = telemetry.latencies(k).summaries();
+                let latencies = telemetry.latencies(k);
+                let sojourn = LatencySummary::of(latencies.sojourn());
+                let end_to_end = LatencySummary::of(latencies.end_to_end());
                 RouteClassStats { class: class_names[k].to_string(), ledger, sojourn, end_to_end }
             })
             .collect();

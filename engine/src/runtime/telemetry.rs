@@ -1,14 +1,55 @@
-//! What a route records as events pass: latency histograms for `stats()` always, and with the
-//! `metrics` feature the same numbers through the `metrics` facade. Handles are registered once
-//! per route and class when the engine is built, so recording allocates nothing.
+//! What a route records as events pass: latency histograms for `stats()` always
+//! (hdrhistogram, microseconds, 2 significant digits — values within 1% — up to one hour), and
+//! with the `metrics` feature the same numbers through the `metrics` facade. Handles are
+//! registered once per route and class when the engine is built, so recording allocates nothing.
 
 use std::sync::Mutex;
+use std::time::Duration;
 
+use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use super::stats::Latencies;
 use crate::config::Config;
-use crate::ledger::{Completion, DeadLetterReason};
+use crate::dead::DeadLetterReason;
+use crate::ledger::Completion;
+
+const MAX_MICROS: u64 = 3_600_000_000;
+
+/// Sojourn (enqueue → dequeue) and end-to-end (enqueue → completion) histograms of one class.
+#[derive(Debug)]
+pub(crate) struct Latencies {
+    sojourn: Histogram<u64>,
+    end_to_end: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Latencies {
+        let h = || Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("valid histogram bounds");
+        Latencies { sojourn: h(), end_to_end: h() }
+    }
+
+    fn record(&mut self, sojourn: Duration, end_to_end: Duration) {
+        let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
+        self.sojourn.saturating_record(micros(sojourn));
+        self.end_to_end.saturating_record(micros(end_to_end));
+    }
+
+    fn add(&mut self, other: &Latencies) {
+        // Same bounds on both sides: adding cannot fail.
+        self.sojourn.add(&other.sojourn).expect("same histogram bounds");
+        self.end_to_end.add(&other.end_to_end).expect("same histogram bounds");
+    }
+
+    /// Enqueue → dequeue, in microseconds.
+    pub(crate) fn sojourn(&self) -> &Histogram<u64> {
+        &self.sojourn
+    }
+
+    /// Enqueue → completion, in microseconds.
+    pub(crate) fn end_to_end(&self) -> &Histogram<u64> {
+        &self.end_to_end
+    }
+}
 
 /// One completed event's numbers, buffered by its worker and recorded once per batch.
 #[derive(Clone, Copy, Debug)]
@@ -60,7 +101,7 @@ impl RouteTelemetry {
         }
     }
 
-    /// A dead letter from the queue (shed, codel, expired, closed, shutdown).
+    /// A dead letter of this route, whatever produced it: called by `RouteSink` only.
     #[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
     pub(crate) fn dead_lettered(&self, class: usize, reason: DeadLetterReason) {
         #[cfg(feature = "metrics")]
@@ -96,7 +137,8 @@ mod metrics_impl {
 
     use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 
-    use crate::ledger::{Completion, DeadLetterReason};
+    use crate::dead::DeadLetterReason;
+    use crate::ledger::Completion;
 
     #[derive(Debug)]
     pub(super) struct ClassMetrics {
@@ -139,7 +181,8 @@ mod metrics_impl {
             self.retries.increment(u64::from(retries));
             match completion {
                 Completion::Handled => self.handled.increment(1),
-                Completion::DeadLettered(reason) => self.dead_lettered(reason),
+                // Counted when the worker hands the letter to the route's sink (`RouteSink`).
+                Completion::DeadLettered(_) => {}
             }
         }
     }

@@ -26,12 +26,13 @@ use tokio::time::Instant;
 
 use super::handler::{Handler, HandlerContext, Outcome, RetryPolicy};
 use super::telemetry::{RouteTelemetry, Sample};
-use super::{RouteId, Routed, Sink};
+use super::{RouteId, RouteSink, Routed};
 use crate::chan::{Completed, Receiver};
 use crate::contain::{self, Panic};
-use crate::core::{DeadLetter, Delivery};
+use crate::core::Delivery;
+use crate::dead::{DeadLetter, DeadLetterReason};
 use crate::latch::Latch;
-use crate::ledger::{Completion, DeadLetterReason};
+use crate::ledger::Completion;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -64,7 +65,7 @@ pub(crate) struct Worker<E, H> {
     pub(crate) handler: Arc<H>,
     pub(crate) retry: RetryPolicy,
     pub(crate) stop: Arc<Latch>,
-    pub(crate) sink: Sink<E>,
+    pub(crate) sink: Arc<RouteSink<E>>,
     pub(crate) telemetry: Arc<RouteTelemetry>,
     /// This worker's index in the route (its row of latency histograms).
     pub(crate) index: usize,

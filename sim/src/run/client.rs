@@ -1,0 +1,245 @@
+//! The client host: offers the drawn arrivals over TCP, with timeouts, retries and a retry
+//! budget, and counts what came back.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use veltrix_engine::runtime::{
+    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
+};
+use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
+
+use crate::scenario::{Scenario, SystemDef};
+use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
+use crate::workload::Arrival;
+
+use super::*;
+
+/// The client's script: the schedule, and the retry rules.
+pub(super) struct ClientPlan {
+    pub(super) arrivals: Vec<Arrival>,
+    pub(super) deadline_ns: Vec<u64>,
+    pub(super) timeout_ns: Option<u64>,
+    pub(super) max_attempts: u32,
+    pub(super) backoff_ns: u64,
+    pub(super) retry_budget: Option<f64>,
+    /// When the server stops; no retry is sent from then on.
+    pub(super) end_ns: u64,
+    pub(super) stop_ns: u64,
+}
+
+impl ClientPlan {
+    pub(super) fn new(scenario: &Scenario, schedule: &[Arrival], stop_ns: u64) -> ClientPlan {
+        let timeout_ns = scenario.client.timeout_ms.map(|t| (t.0 * 1e6) as u64);
+        // On the wire, 0 means no deadline.
+        let deadline_ns = scenario.useful_within_ns().into_iter().map(|d| d.unwrap_or(0)).collect();
+        ClientPlan {
+            arrivals: schedule.to_vec(),
+            deadline_ns,
+            timeout_ns,
+            max_attempts: scenario.client.max_attempts,
+            backoff_ns: (scenario.client.backoff_ms.0 * 1e6) as u64,
+            retry_budget: scenario.client.retry_budget.map(|b| b.0),
+            end_ns: (scenario.duration_s.0 * 1e9) as u64,
+            stop_ns,
+        }
+    }
+}
+
+pub(super) struct Pending {
+    pub(super) arrival: Arrival,
+    /// The latest attempt sent.
+    pub(super) attempt: u32,
+    /// Whether that attempt still awaits an answer.
+    pub(super) waiting: bool,
+    pub(super) done: bool,
+}
+
+/// Connects and starts a reader that forwards decoded responses to `tx`.
+pub(super) async fn connect(tx: &mpsc::UnboundedSender<Response>) -> Option<turmoil::net::tcp::OwnedWriteHalf> {
+    let stream = turmoil::net::TcpStream::connect(("server", PORT)).await.ok()?;
+    let (mut rd, wr) = stream.into_split();
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        let mut buf = [0u8; RESPONSE_LEN];
+        while rd.read_exact(&mut buf).await.is_ok() {
+            match Response::decode(&buf) {
+                Ok(r) if tx.send(r).is_ok() => {}
+                // A malformed frame or a finished client: stop reading this connection.
+                _ => break,
+            }
+        }
+    });
+    Some(wr)
+}
+
+pub(super) async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> turmoil::Result {
+    let t0 = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
+    let (tx, mut responses) = mpsc::unbounded_channel::<Response>();
+    // The server binds on its first poll: retry until it listens.
+    let mut wr = loop {
+        if let Some(w) = connect(&tx).await {
+            break Some(w);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    // Classes of the frames in `out`, to count the ones that cannot be written.
+    let mut out_classes: Vec<u8> = Vec::new();
+
+    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
+    let mut timeouts: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
+    let mut retries: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
+    let mut tokens = 0.0f64;
+    let mut next = 0;
+    let mut out = Vec::with_capacity(64 * REQUEST_LEN);
+    loop {
+        let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+        if now >= plan.stop_ns {
+            break;
+        }
+        {
+            let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Fresh arrivals due now.
+            while let Some(a) = plan.arrivals.get(next).filter(|a| a.at_ns <= now) {
+                next += 1;
+                stats[a.class as usize].fresh += 1;
+                tokens = (tokens + plan.retry_budget.unwrap_or(0.0)).min(100.0);
+                pending.insert(a.id, Pending { arrival: *a, attempt: 1, waiting: true, done: false });
+                send(&mut out, &plan, a, 1, a.at_ns, &mut timeouts);
+                out_classes.push(a.class);
+            }
+            // Retries due now.
+            while let Some(&Reverse((at, id))) = retries.peek().filter(|r| r.0.0 <= now) {
+                retries.pop();
+                let p = pending.get_mut(&id).expect("pending");
+                if at >= plan.end_ns {
+                    // The server has stopped: the request ends unanswered rather than with an
+                    // attempt that could still be on the wire when the simulation ends.
+                    continue;
+                }
+                p.attempt += 1;
+                p.waiting = true;
+                stats[p.arrival.class as usize].retries += 1;
+                send(&mut out, &plan, &p.arrival, p.attempt, at, &mut timeouts);
+                out_classes.push(p.arrival.class);
+            }
+            // Timeouts due now.
+            while let Some(&Reverse((at, id, attempt))) = timeouts.peek().filter(|t| t.0.0 <= now) {
+                let _ = at;
+                timeouts.pop();
+                let p = pending.get_mut(&id).expect("pending");
+                if p.done || !p.waiting || p.attempt != attempt {
+                    continue;
+                }
+                stats[p.arrival.class as usize].timeouts += 1;
+                retry_or_fail(p, &plan, now, &mut tokens, &mut retries, &mut stats);
+            }
+        }
+        if !out.is_empty() {
+            if wr.is_none() {
+                wr = connect(&tx).await;
+            }
+            let written = match &mut wr {
+                Some(w) => w.write_all(&out).await.is_ok(),
+                None => false,
+            };
+            if !written {
+                // The server is down (crashed): these attempts fail; timeouts will retry them.
+                wr = None;
+                let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                for &class in &out_classes {
+                    stats[class as usize].send_failed += 1;
+                }
+            }
+            out.clear();
+            out_classes.clear();
+        }
+        let wake = [
+            plan.arrivals.get(next).map(|a| a.at_ns),
+            timeouts.peek().map(|t| t.0.0),
+            retries.peek().map(|r| r.0.0),
+            Some(plan.stop_ns),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .expect("stop is always there");
+        tokio::select! {
+            biased;
+            Some(r) = responses.recv() => {
+                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+                let (id, attempt) = split_wire_id(r.id);
+                let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(p) = pending.get_mut(&id).filter(|p| !p.done && p.waiting && p.attempt == attempt) {
+                    if r.outcome == Outcome::Handled {
+                        p.done = true;
+                        stats[p.arrival.class as usize].succeeded += 1;
+                    } else {
+                        retry_or_fail(p, &plan, now, &mut tokens, &mut retries, &mut stats);
+                    }
+                }
+            }
+            _ = tokio::time::sleep_until(t0 + Duration::from_nanos(wake)) => {}
+        }
+    }
+    let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for p in pending.values().filter(|p| !p.done) {
+        stats[p.arrival.class as usize].unanswered += 1;
+    }
+    Ok(())
+}
+
+pub(super) fn send(
+    out: &mut Vec<u8>,
+    plan: &ClientPlan,
+    a: &Arrival,
+    attempt: u32,
+    at_ns: u64,
+    timeouts: &mut BinaryHeap<Reverse<(u64, u64, u32)>>,
+) {
+    let req = Request {
+        id: wire_id(a.id, attempt),
+        class: a.class,
+        arrival_ns: at_ns,
+        service_ns: a.service_ns,
+        deadline_ns: plan.deadline_ns[a.class as usize],
+    };
+    out.extend_from_slice(&req.encode());
+    if let Some(t) = plan.timeout_ns {
+        timeouts.push(Reverse((at_ns + t, a.id, attempt)));
+    }
+}
+
+pub(super) fn retry_or_fail(
+    p: &mut Pending,
+    plan: &ClientPlan,
+    now: u64,
+    tokens: &mut f64,
+    retries: &mut BinaryHeap<Reverse<(u64, u64)>>,
+    stats: &mut [ClientClass],
+) {
+    let class = p.arrival.class as usize;
+    // The attempt is over either way: a late answer to it no longer matches.
+    p.waiting = false;
+    if p.attempt >= plan.max_attempts {
+        p.done = true;
+        stats[class].failed += 1;
+        return;
+    }
+    if plan.retry_budget.is_some() {
+        if *tokens < 1.0 {
+            p.done = true;
+            stats[class].budget_denied += 1;
+            stats[class].failed += 1;
+            return;
+        }
+        *tokens -= 1.0;
+    }
+    retries.push(Reverse((now + plan.backoff_ns, p.arrival.id)));
+}

@@ -1,0 +1,281 @@
+//! One system under one scenario, on turmoil: a client host offers the drawn schedule over TCP,
+//! with timeouts and retries; a server host puts each request into the system under test (the
+//! real Veltrix engine, or a naive FIFO queue behind the same front end) and a service model
+//! works through them on the simulated clock.
+//!
+//! Time: turmoil ticks in whole milliseconds and tokio's timers have 1 ms resolution, so the
+//! service model keeps exact (nanosecond) time itself: each worker has a virtual `free_at`, a
+//! job starts at `max(arrival, free_at)` and ends `service` later, and the task only sleeps until
+//! that instant rounded up. Latencies are computed from the exact times, so the 1 ms grid does
+//! not bias them; only the choice of which queued event runs next is made on the grid.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use veltrix_engine::runtime::{
+    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
+};
+use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
+
+use crate::scenario::{Scenario, SystemDef};
+use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
+use crate::workload::Arrival;
+
+mod client;
+mod server;
+mod system;
+
+use client::{ClientPlan, client_main};
+use server::{ServerShared, server_main};
+
+const PORT: u16 = 7000;
+const MS: u64 = 1_000_000;
+const SEC: u64 = 1_000_000_000;
+/// Depth is sampled this often.
+const DEPTH_EVERY_NS: u64 = 100 * MS;
+
+/// What the server saw of one class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerClass {
+    /// Requests that reached the front end (attempts, retries included).
+    pub received: u64,
+    /// Taken into the system.
+    pub accepted: u64,
+    /// Refused, by why.
+    pub rejected: Refused,
+    /// Handled.
+    pub handled: u64,
+    /// Dead-lettered, by `DeadLetterReason::ALL` index.
+    pub dead: [u64; 7],
+    /// Dropped without a trace by a full naive queue (tail drop): never accepted.
+    pub tail_dropped: u64,
+    /// Accepted by a naive queue, then abandoned with its backlog at a restart or the end.
+    pub abandoned: u64,
+    /// Inside the server when it crashed: lost with its memory.
+    pub crashed: u64,
+    /// Most events of the class inside the system at once.
+    pub peak_in_system: u64,
+    in_system: u64,
+}
+
+/// Why the front end refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The class was full (backpressure: the front end never waits).
+    Full,
+    /// The class's overload policy rejected it.
+    Policy,
+    /// The system was shut down, restarting or crashed.
+    Closed,
+}
+
+/// Refused requests of one class, by why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Refused {
+    /// [`Refusal::Full`].
+    pub full: u64,
+    /// [`Refusal::Policy`].
+    pub policy: u64,
+    /// [`Refusal::Closed`].
+    pub closed: u64,
+}
+
+impl Refused {
+    fn count(&mut self, why: Refusal) {
+        match why {
+            Refusal::Full => self.full += 1,
+            Refusal::Policy => self.policy += 1,
+            Refusal::Closed => self.closed += 1,
+        }
+    }
+
+    /// Every refusal.
+    pub fn total(&self) -> u64 {
+        self.full + self.policy + self.closed
+    }
+
+    /// The counts under the names the report uses.
+    pub fn by_name(&self) -> [(&'static str, u64); 3] {
+        [("full", self.full), ("policy", self.policy), ("closed", self.closed)]
+    }
+}
+
+/// One handled event's exact times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// Class index.
+    pub class: u8,
+    /// Arrival (ns).
+    pub arrival_ns: u64,
+    /// Service start (ns).
+    pub start_ns: u64,
+    /// Service end (ns).
+    pub done_ns: u64,
+    /// Within deadline.
+    pub good: bool,
+    /// A retry, not a fresh request.
+    pub retry: bool,
+    /// The request it belongs to (the id in the schedule).
+    pub request: u64,
+}
+
+/// What the client saw of one class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientClass {
+    /// Fresh requests.
+    pub fresh: u64,
+    /// Retries sent.
+    pub retries: u64,
+    /// Attempts that timed out.
+    pub timeouts: u64,
+    /// Retries the budget refused.
+    pub budget_denied: u64,
+    /// Requests answered `handled`.
+    pub succeeded: u64,
+    /// Requests that ended without success (refused, dead-lettered or timed out on the last attempt).
+    pub failed: u64,
+    /// Requests still waiting when the client stopped.
+    pub unanswered: u64,
+    /// Attempts that could not be written (no connection: the server was down).
+    pub send_failed: u64,
+}
+
+/// The outcome of one system's run.
+#[derive(Debug, Clone)]
+pub struct SystemRun {
+    /// The system's name.
+    pub name: String,
+    /// `naive-fifo`, `fifo` or `veltrix`.
+    pub kind: &'static str,
+    /// Server side, per class.
+    pub server: Vec<ServerClass>,
+    /// Client side, per class.
+    pub client: Vec<ClientClass>,
+    /// Every handled event, in completion order.
+    pub completions: Vec<Completion>,
+    /// `(time, queued per class)` every 100 ms.
+    pub depth: Vec<(u64, Vec<u64>)>,
+    /// The engine's own ledger totals per class (Veltrix only): handled and dead per reason.
+    pub ledger: Option<Vec<(u64, [u64; 7])>>,
+    /// Simulated seconds run.
+    pub sim_seconds: f64,
+}
+
+/// The fixed simulation epoch (never the wall clock).
+fn epoch() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+/// Runs `system` on the `schedule` drawn for `scenario`.
+///
+/// # Errors
+///
+/// A message if the simulation itself fails (a host errored).
+pub fn run_system(
+    scenario: &Scenario,
+    system: &SystemDef,
+    schedule: &[Arrival],
+    seed: u64,
+) -> Result<SystemRun, String> {
+    let classes = scenario.classes.get_ref().len();
+    let latency = Duration::from_nanos((scenario.faults.latency_ms.0 * 1e6) as u64);
+    let jitter = Duration::from_nanos((scenario.faults.jitter_ms.0 * 1e6) as u64);
+    let end_ns = (scenario.duration_s.0 * 1e9) as u64;
+    let grace_ns = 2 * (latency + jitter).as_nanos() as u64 + 50 * MS;
+    let mut sim = turmoil::Builder::new()
+        .simulation_duration(Duration::from_nanos(end_ns + grace_ns + SEC))
+        .tick_duration(Duration::from_millis(1))
+        .epoch(epoch())
+        .min_message_latency(latency)
+        .max_message_latency(latency + jitter)
+        .tcp_capacity(1 << 20)
+        .rng_seed(seed)
+        .build();
+
+    let server = Arc::new(ServerShared::new(scenario, system, classes));
+    let client = Arc::new(Mutex::new(vec![ClientClass::default(); classes]));
+    {
+        let server = server.clone();
+        sim.host("server", move || server_main(server.clone()));
+    }
+    let plan = ClientPlan::new(scenario, schedule, end_ns + grace_ns);
+    sim.client("client", client_main(plan, client.clone()));
+
+    let mut holds: Vec<(u64, bool)> = scenario
+        .faults
+        .partition
+        .iter()
+        .flat_map(|w| [((w.from_s.0 * 1e9) as u64, true), ((w.to_s.0 * 1e9) as u64, false)])
+        .collect();
+    holds.sort();
+    let mut holds = holds.into_iter().peekable();
+    // (time, crash = true / come back = false)
+    let mut crashes: Vec<(u64, bool)> = scenario
+        .faults
+        .crash
+        .iter()
+        .flat_map(|c| [((c.at_s.0 * 1e9) as u64, true), (((c.at_s.0 + c.down_s.0) * 1e9) as u64, false)])
+        .collect();
+    crashes.sort();
+    let mut crashes = crashes.into_iter().peekable();
+    let mut down = false;
+    loop {
+        let now = sim.elapsed().as_nanos() as u64;
+        while let Some(&(at, crash)) = crashes.peek() {
+            if at > now {
+                break;
+            }
+            crashes.next();
+            if crash && !down {
+                server.crash_begins(now);
+                sim.crash("server");
+                server.crash_ends();
+                down = true;
+            } else if !crash && down {
+                sim.bounce("server");
+                down = false;
+            }
+        }
+        while let Some(&(at, hold)) = holds.peek() {
+            if at > now {
+                break;
+            }
+            if hold {
+                sim.hold("client", "server")
+            } else {
+                sim.release("client", "server")
+            }
+            holds.next();
+        }
+        if sim.step().map_err(|e| format!("simulation failed: {e}"))? {
+            break;
+        }
+    }
+    let sim_seconds = sim.elapsed().as_secs_f64();
+    drop(sim);
+    let state = Arc::try_unwrap(server).map_err(|_| "server state still shared".to_string())?;
+    let crashed = state.crashed_once.load(std::sync::atomic::Ordering::SeqCst);
+    let rec = state.rec.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let client = client.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    Ok(SystemRun {
+        name: system.name().to_string(),
+        kind: match system {
+            SystemDef::NaiveFifo { .. } => "naive-fifo",
+            SystemDef::Fifo { .. } => "fifo",
+            SystemDef::Veltrix { .. } => "veltrix",
+        },
+        server: rec.classes,
+        client,
+        completions: rec.completions,
+        depth: rec.depth,
+        // A crashed engine's ledger died with it: there is nothing whole to compare.
+        ledger: if crashed { None } else { rec.ledger },
+        sim_seconds,
+    })
+}

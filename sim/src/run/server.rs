@@ -1,0 +1,296 @@
+//! The server host: the TCP front end that puts each request into the system under test,
+//! and what it records.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use veltrix_engine::runtime::{
+    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
+};
+use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
+
+use crate::scenario::{Scenario, SystemDef};
+use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
+use crate::workload::Arrival;
+
+use super::*;
+
+#[derive(Debug, Default)]
+pub(super) struct Recorder {
+    pub(super) classes: Vec<ServerClass>,
+    pub(super) completions: Vec<Completion>,
+    pub(super) depth: Vec<(u64, Vec<u64>)>,
+    pub(super) ledger: Option<Vec<(u64, [u64; 7])>>,
+}
+
+/// A request inside the server, with where to answer it.
+#[derive(Debug, Clone)]
+pub(super) struct Job {
+    pub(super) req: Request,
+    /// When the front end received it (ns, on the 1 ms grid).
+    pub(super) received_ns: u64,
+    pub(super) reply: mpsc::UnboundedSender<Response>,
+}
+
+impl Job {
+    pub(super) fn respond(&self, outcome: Outcome) {
+        // The connection may be gone (client finished): the outcome is recorded regardless.
+        let _ = self.reply.send(Response { id: self.req.id, outcome });
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct ServerShared {
+    pub(super) system: SystemDef,
+    /// Veltrix gives each event its deadline (`deadlines = true`).
+    pub(super) engine_deadlines: bool,
+    pub(super) classes: usize,
+    pub(super) class_names: Vec<String>,
+    pub(super) workers: usize,
+    /// Class deadline (ns) for goodput, combined with the client's timeout.
+    pub(super) good_within_ns: Vec<u64>,
+    pub(super) latency_ns: u64,
+    pub(super) jitter_ns: u64,
+    pub(super) capacity_drops: Vec<(u64, u64, f64)>,
+    pub(super) restarts: Vec<u64>,
+    pub(super) end_ns: u64,
+    pub(super) rec: Mutex<Recorder>,
+    pub(super) free_at: Mutex<Vec<u64>>,
+    /// Set while the host is being torn down by a crash: what the teardown reports is lost.
+    pub(super) crashing: std::sync::atomic::AtomicBool,
+    /// Any crash happened (the engine's ledger then dies with it and cannot be compared).
+    pub(super) crashed_once: std::sync::atomic::AtomicBool,
+}
+
+impl ServerShared {
+    pub(super) fn crash_begins(&self, now: u64) {
+        self.crashing.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.crashed_once.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Work in progress dies with the host: the workers are free when it comes back.
+        self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter_mut().for_each(|f| *f = now);
+    }
+
+    pub(super) fn crash_ends(&self) {
+        let mut rec = self.rec();
+        for c in rec.classes.iter_mut() {
+            c.crashed += c.in_system;
+            c.in_system = 0;
+        }
+        drop(rec);
+        self.crashing.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub(super) fn is_crashing(&self) -> bool {
+        self.crashing.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(super) fn new(scenario: &Scenario, system: &SystemDef, classes: usize) -> ServerShared {
+        let good_within_ns = scenario.useful_within_ns().into_iter().map(|d| d.unwrap_or(u64::MAX)).collect();
+        let ns = |s: f64| (s * 1e9) as u64;
+        ServerShared {
+            engine_deadlines: matches!(system, SystemDef::Veltrix { deadlines: true, .. }),
+            system: system.clone(),
+            classes,
+            class_names: scenario.class_names(),
+            workers: scenario.workers as usize,
+            good_within_ns,
+            latency_ns: (scenario.faults.latency_ms.0 * 1e6) as u64,
+            jitter_ns: (scenario.faults.jitter_ms.0 * 1e6) as u64,
+            capacity_drops: scenario
+                .faults
+                .capacity_drop
+                .iter()
+                .map(|d| (ns(d.from_s.0), ns(d.to_s.0), d.factor.0))
+                .collect(),
+            restarts: scenario.faults.restart.iter().map(|r| ns(r.at_s.0)).collect(),
+            end_ns: ns(scenario.duration_s.0),
+            rec: Mutex::new(Recorder { classes: vec![ServerClass::default(); classes], ..Recorder::default() }),
+            free_at: Mutex::new(vec![0; scenario.workers as usize]),
+            crashing: std::sync::atomic::AtomicBool::new(false),
+            crashed_once: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn rec(&self) -> std::sync::MutexGuard<'_, Recorder> {
+        self.rec.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn capacity_factor(&self, at_ns: u64) -> f64 {
+        self.capacity_drops
+            .iter()
+            .filter(|(from, to, _)| *from <= at_ns && at_ns < *to)
+            .map(|d| d.2)
+            .fold(1.0, f64::min)
+    }
+
+    /// Works on a job: exact start and end on the worker that frees first, sleep until the end.
+    pub(super) async fn serve(&self, job: &Job, t0: Instant) {
+        let req = job.req;
+        // Without network trouble a request is ready at its exact arrival (+ base latency); one
+        // held back by a partition is ready when the front end got it.
+        let normal = req.arrival_ns + self.latency_ns;
+        let ready = if job.received_ns > normal + self.jitter_ns + 2 * MS { job.received_ns } else { normal };
+        let (start, done) = {
+            let mut free = self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let slot = (0..free.len()).min_by_key(|&i| (free[i], i)).expect("at least one worker");
+            let start = ready.max(free[slot]);
+            let done = start + (req.service_ns as f64 / self.capacity_factor(start)) as u64;
+            free[slot] = done;
+            (start, done)
+        };
+        tokio::time::sleep_until(t0 + Duration::from_nanos(done)).await;
+        let class = req.class as usize;
+        // Good if the answer is back at the client in time (it travels the base latency back).
+        let good = (done + self.latency_ns).saturating_sub(req.arrival_ns) <= self.good_within_ns[class];
+        {
+            let mut rec = self.rec();
+            let c = &mut rec.classes[class];
+            c.handled += 1;
+            c.in_system -= 1;
+            rec.completions.push(Completion {
+                class: req.class,
+                arrival_ns: req.arrival_ns,
+                start_ns: start,
+                done_ns: done,
+                good,
+                retry: split_wire_id(req.id).1 > 1,
+                request: split_wire_id(req.id).0,
+            });
+        }
+        job.respond(Outcome::Handled);
+    }
+
+    pub(super) fn dead_letter(&self, job: &Job, reason: DeadLetterReason) {
+        if self.is_crashing() {
+            // Destructors running as the crashed host's runtime is dropped: a real crash runs
+            // none, so the event is lost, not dead-lettered (`crash_ends` counts it).
+            return;
+        }
+        let i = DeadLetterReason::ALL.iter().position(|r| *r == reason).expect("a known reason");
+        {
+            let mut rec = self.rec();
+            let c = &mut rec.classes[job.req.class as usize];
+            c.dead[i] += 1;
+            c.in_system -= 1;
+        }
+        job.respond(Outcome::DeadLettered(i as u8));
+    }
+}
+
+impl ServerShared {
+    pub(super) fn accepted(&self, class: usize) {
+        let mut rec = self.rec();
+        let c = &mut rec.classes[class];
+        c.accepted += 1;
+        c.in_system += 1;
+        c.peak_in_system = c.peak_in_system.max(c.in_system);
+    }
+
+    pub(super) fn rejected(&self, class: usize, why: Refusal) {
+        self.rec().classes[class].rejected.count(why);
+    }
+
+    pub(super) fn tail_dropped(&self, class: usize) {
+        let mut rec = self.rec();
+        let c = &mut rec.classes[class];
+        c.tail_dropped += 1;
+        c.accepted -= 1;
+        c.in_system -= 1;
+    }
+}
+
+pub(super) async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
+    let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+    let t0 = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
+    let class_names = server.class_names.clone();
+    let system = Arc::new(tokio::sync::RwLock::new(Some(start_system(&server, t0, &class_names))));
+
+    // Lifecycle: restarts, the final stop, and depth samples.
+    {
+        let (server, system) = (server.clone(), system.clone());
+        tokio::spawn(async move {
+            let mut restarts = server.restarts.clone();
+            restarts.sort_unstable();
+            // After a crash the host starts again mid-run: only restarts still to come.
+            let started = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+            let mut restarts = restarts.into_iter().filter(|&r| r >= started && r < server.end_ns).peekable();
+            // After a crash the host starts again mid-run: sample from now on.
+            let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+            let mut next_sample = now.div_ceil(DEPTH_EVERY_NS) * DEPTH_EVERY_NS;
+            loop {
+                let next_restart = restarts.peek().copied().unwrap_or(u64::MAX);
+                let wake = next_sample.min(next_restart).min(server.end_ns);
+                tokio::time::sleep_until(t0 + Duration::from_nanos(wake)).await;
+                if wake == next_sample {
+                    if let Some(s) = &*system.read().await {
+                        let d = s.depth();
+                        server.rec().depth.push((wake, d));
+                    }
+                    next_sample += DEPTH_EVERY_NS;
+                }
+                if wake == next_restart {
+                    restarts.next();
+                    let old = system.write().await.take();
+                    if let Some(old) = old {
+                        old.stop(&server).await;
+                    }
+                    *system.write().await = Some(start_system(&server, t0, &class_names));
+                }
+                if wake >= server.end_ns {
+                    let last = system.write().await.take();
+                    if let Some(last) = last {
+                        last.stop(&server).await;
+                    }
+                    break;
+                }
+            }
+        });
+    }
+
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let (server, system) = (server.clone(), system.clone());
+        tokio::spawn(async move {
+            let (mut rd, mut wr) = stream.into_split();
+            let (reply, mut replies) = mpsc::unbounded_channel::<Response>();
+            tokio::spawn(async move {
+                while let Some(r) = replies.recv().await {
+                    if wr.write_all(&r.encode()).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut buf = [0u8; REQUEST_LEN];
+            while rd.read_exact(&mut buf).await.is_ok() {
+                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+                let req = match Request::decode(&buf) {
+                    // Plausible: a known class, sent no later than now, a deadline under a day.
+                    Ok(r)
+                        if (r.class as usize) < server.classes
+                            && r.arrival_ns <= now
+                            && r.deadline_ns < 86_400 * SEC =>
+                    {
+                        r
+                    }
+                    // A malformed frame from a peer: drop the connection, count nothing.
+                    _ => break,
+                };
+                server.rec().classes[req.class as usize].received += 1;
+                let job = Job { req, received_ns: now, reply: reply.clone() };
+                match &*system.read().await {
+                    Some(s) => s.offer(&server, job, t0),
+                    None => {
+                        server.rejected(req.class as usize, Refusal::Closed);
+                        job.respond(Outcome::RejectedClosed);
+                    }
+                }
+            }
+        });
+    }
+}
