@@ -68,7 +68,57 @@ impl fmt::Display for Check {
     }
 }
 
+/// What an `[expect]` line can name, for one class (`SYSTEM.CLASS.METRIC`) or for a system
+/// over all its classes (`SYSTEM.METRIC`).
+pub const METRICS: [&str; 24] = [
+    "offered",
+    "offered_fresh",
+    "offered_retry",
+    "accepted",
+    "rejected",
+    "handled",
+    "goodput",
+    "goodput_ratio",
+    "tail_goodput_ratio",
+    "dead_lettered",
+    "lost",
+    "timeouts",
+    "client_failed",
+    "peak_in_system",
+    "latency_ms_p50",
+    "latency_ms_p90",
+    "latency_ms_p99",
+    "latency_ms_p999",
+    "latency_ms_max",
+    "sojourn_ms_p50",
+    "sojourn_ms_p90",
+    "sojourn_ms_p99",
+    "sojourn_ms_p999",
+    "sojourn_ms_max",
+];
+
+/// What only a system has (`SYSTEM.METRIC`).
+pub const SYSTEM_METRICS: [&str; 3] = ["peak_queued_events", "recovery_s", "identities_hold"];
+
 impl Check {
+    /// Whether the line names a metric that exists where it puts it.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong, with the closest metric if one is close.
+    pub fn check_metric(&self) -> Result<(), String> {
+        let m = self.metric.as_str();
+        let system_wide = self.class.is_none();
+        if METRICS.contains(&m) || (system_wide && SYSTEM_METRICS.contains(&m)) {
+            return Ok(());
+        }
+        if SYSTEM_METRICS.contains(&m) {
+            return Err(format!("`{m}` is a metric of the whole system: write `{}.{m}`", self.system));
+        }
+        let known = METRICS.iter().chain(if system_wide { &SYSTEM_METRICS[..] } else { &[] }).copied();
+        Err(format!("no metric `{m}`{}", crate::suggest::hint(m, known)))
+    }
+
     /// Parses a line.
     ///
     /// # Errors
@@ -120,5 +170,21 @@ mod tests {
         assert!(Check::parse("veltrix.lost = 0").is_err());
         assert!(Check::parse("a.b.c.d < 1").is_err());
         assert!(Check::parse("veltrix.lost < x").is_err());
+    }
+
+    #[test]
+    fn metrics_are_checked_where_the_line_puts_them() {
+        let check = |line: &str| Check::parse(line).unwrap().check_metric();
+        assert_eq!(check("v.A.latency_ms_p99 < 1"), Ok(()));
+        assert_eq!(check("v.recovery_s < 1"), Ok(()));
+        assert_eq!(
+            check("v.A.latncy_ms_p99 < 1"),
+            Err("no metric `latncy_ms_p99`. Did you mean `latency_ms_p99`?".into())
+        );
+        assert_eq!(
+            check("v.A.recovery_s < 1"),
+            Err("`recovery_s` is a metric of the whole system: write `v.recovery_s`".into())
+        );
+        assert_eq!(check("v.A.nonsense < 1"), Err("no metric `nonsense`".into()));
     }
 }

@@ -6,19 +6,22 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod expect;
+mod html;
 pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod run;
 pub mod scenario;
+mod suggest;
 pub mod sweep;
 pub mod theory;
 pub mod wire;
 pub mod workload;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use plot::{Chart, Scale};
 use report::{Deterministic, HostPart, Report};
 use scenario::{Scenario, ScenarioError};
 
@@ -104,38 +107,93 @@ pub fn run_scenario(
     })
 }
 
-/// Writes `report.json`, `deterministic.json`, `report.md` and the SVG plots into `dir`.
+/// Writes `report.json`, `deterministic.json`, `report.md`, the plots (`latency.svg`,
+/// `depth.svg`) and `report.html` (tables and plots on one page) into `dir`; returns the paths.
 ///
 /// # Errors
 ///
 /// The I/O error.
-pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<()> {
+pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(report).expect("serializable"))?;
-    std::fs::write(dir.join("deterministic.json"), deterministic_json(&report.deterministic))?;
-    std::fs::write(dir.join("report.md"), report::markdown(&report.deterministic))?;
     let d = &report.deterministic;
-    let panels = |f: &PointsOf| -> Vec<plot::Panel> {
-        d.systems
+    let latency = time_chart(d, "p99 end-to-end latency per second", "p99 latency (ms)", Scale::Log, &|s, k| {
+        s.series.t_s.iter().zip(&s.series.p99_ms).map(|(t, v)| (*t as f64, v[k])).collect()
+    });
+    let depth = time_chart(d, "queued events", "queued (events)", Scale::Linear, &|s, k| {
+        s.series.t_s.iter().zip(&s.series.depth).map(|(t, v)| (*t as f64, v[k] as f64)).collect()
+    });
+    let (latency, depth) = (latency.svg(), depth.svg());
+    let html = html::page(d, &[("p99 end-to-end latency per second", &latency), ("queued events", &depth)]);
+    let files = [
+        ("report.json", serde_json::to_string_pretty(report).expect("serializable")),
+        ("deterministic.json", deterministic_json(d)),
+        ("report.md", report::markdown(d)),
+        ("latency.svg", latency),
+        ("depth.svg", depth),
+        ("report.html", html),
+    ];
+    let mut written = Vec::with_capacity(files.len());
+    for (name, content) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, content)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// One panel per system, one line per class over the run's seconds; the latency plot also
+/// draws each class's deadline, and every plot shades the scenario's disturbances (fault
+/// windows, arrival steps), read back from the scenario the report carries.
+fn time_chart(d: &Deterministic, what: &str, y_label: &str, scale: Scale, points: &PointsOf) -> Chart {
+    let panels = d
+        .systems
+        .iter()
+        .map(|s| plot::Panel {
+            title: s.name.clone(),
+            lines: s.classes.iter().enumerate().map(|(k, c)| (c.class.clone(), points(s, k))).collect(),
+        })
+        .collect();
+    let scenario = Scenario::parse(&d.stamp.scenario_source, &d.scenario).ok();
+    let rules = match (&scenario, scale) {
+        (Some(sc), Scale::Log) => sc
+            .classes
+            .get_ref()
             .iter()
-            .map(|s| plot::Panel {
-                title: s.name.clone(),
-                lines: s.classes.iter().enumerate().map(|(k, c)| (c.class.clone(), f(s, k))).collect(),
+            .enumerate()
+            .filter_map(|(k, c)| {
+                let deadline = c.deadline_ms?.0;
+                Some(plot::Rule { y: deadline, label: format!("{} deadline", c.name.get_ref()), series: k })
             })
-            .collect()
+            .collect(),
+        _ => Vec::new(),
     };
-    let latency = panels(&|s, k| s.series.t_s.iter().zip(&s.series.p99_ms).map(|(t, v)| (*t as f64, v[k])).collect());
-    std::fs::write(
-        dir.join("latency.svg"),
-        plot::svg(&format!("{}: p99 end-to-end latency per second", d.scenario), "t (s)", "ms", &latency),
-    )?;
-    let depth =
-        panels(&|s, k| s.series.t_s.iter().zip(&s.series.depth).map(|(t, v)| (*t as f64, v[k] as f64)).collect());
-    std::fs::write(
-        dir.join("depth.svg"),
-        plot::svg(&format!("{}: queued events", d.scenario), "t (s)", "events", &depth),
-    )?;
-    Ok(())
+    let bands = scenario.as_ref().map_or_else(Vec::new, disturbances);
+    Chart {
+        title: format!("{}: {what}", d.scenario),
+        x_label: "time (s)".into(),
+        y_label: y_label.into(),
+        scale,
+        panels,
+        rules,
+        bands,
+        markers: false,
+    }
+}
+
+/// The scenario's fault windows and arrival steps, as shaded ranges.
+fn disturbances(sc: &Scenario) -> Vec<plot::Band> {
+    let band = |from: f64, to: f64, label: &str| plot::Band { from, to, label: label.to_string() };
+    let f = &sc.faults;
+    let mut bands: Vec<plot::Band> = Vec::new();
+    bands.extend(f.partition.iter().map(|w| band(w.from_s.0, w.to_s.0, "partition")));
+    bands.extend(f.capacity_drop.iter().map(|w| band(w.from_s.0, w.to_s.0, "capacity drop")));
+    bands.extend(f.crash.iter().map(|c| band(c.at_s.0, c.at_s.0 + c.down_s.0, "crash (host down)")));
+    bands.extend(f.restart.iter().map(|r| band(r.at_s.0, r.at_s.0, "restart")));
+    for c in sc.classes.get_ref() {
+        let label = format!("{} arrival step", c.name.get_ref());
+        bands.extend(c.arrivals.steps.iter().map(|s| band(s.from_s.0, s.to_s.0, &label)));
+    }
+    bands
 }
 
 /// The points of one class's line in a system's panel.

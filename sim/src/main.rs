@@ -151,10 +151,13 @@ fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Ve
             }
         };
     let dir = out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim").join(format!("{}-{seed}", scenario.name)));
-    if let Err(e) = veltrix_sim::write_outputs(&report, &dir) {
-        eprintln!("error: cannot write {}: {e}", dir.display());
-        return ExitCode::FAILURE;
-    }
+    let written = match veltrix_sim::write_outputs(&report, &dir) {
+        Ok(paths) => paths,
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report).expect("serializable"));
     } else {
@@ -167,7 +170,9 @@ fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Ve
             report.host.allocations_per_event.map_or(String::new(), |a| format!(", {a:.1} allocations per event")),
         );
     }
-    println!("report: {}", dir.display());
+    for path in &written {
+        println!("wrote {}", path.display());
+    }
     let failed: Vec<_> = report.deterministic.expectations.iter().filter(|e| !e.holds).collect();
     let theory_failed: Vec<_> = report.deterministic.theory.iter().filter(|t| !t.holds).collect();
     if failed.is_empty() && theory_failed.is_empty() {
@@ -269,9 +274,11 @@ fn sweep(name: &str, param: &str, seed: Option<u64>, out: Option<PathBuf>) -> Ex
     let dir =
         out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim").join(format!("{}-sweep-{seed}", scenario.name)));
     match veltrix_sim::sweep::write(&dir, &key, &points) {
-        Ok(table) => {
+        Ok((table, written)) => {
             println!("{table}");
-            println!("report: {}", dir.display());
+            for path in &written {
+                println!("wrote {}", path.display());
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -263,16 +263,12 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
         let tail_good = count_good(&good_ids, schedule, k, tail_from);
         // Requests (not attempts) answered in time: a late answer and its retry count once.
         let good = count_good(&good_ids, schedule, k, 0);
-        let rejected: BTreeMap<String, u64> = ["full", "policy", "closed"]
-            .iter()
-            .zip(s.rejected)
-            .filter(|(_, n)| *n > 0)
-            .map(|(r, n)| (r.to_string(), n))
-            .collect();
+        let rejected: BTreeMap<String, u64> =
+            s.rejected.by_name().into_iter().filter(|(_, n)| *n > 0).map(|(r, n)| (r.to_string(), n)).collect();
         let dead: BTreeMap<String, u64> =
             DeadLetterReason::ALL.iter().zip(s.dead).filter(|(_, n)| *n > 0).map(|(r, n)| (r.to_string(), n)).collect();
         let dead_total: u64 = s.dead.iter().sum();
-        let rejected_total: u64 = s.rejected.iter().sum();
+        let rejected_total = s.rejected.total();
         let unaccounted = s.accepted.saturating_sub(s.handled + dead_total + s.abandoned + s.crashed);
         let lost = s.tail_dropped + s.abandoned + s.crashed + unaccounted;
         identities.push(Identity {
@@ -460,8 +456,14 @@ fn recovery(scenario: &Scenario, schedule: &[Arrival], good_ids: &BTreeSet<u64>)
 /// The value an `[expect]` line names.
 pub fn metric(d: &Deterministic, check: &Check) -> Option<f64> {
     let sys = d.systems.iter().find(|s| s.name == check.system)?;
-    let c = match &check.class {
-        Some(name) => sys.classes.iter().find(|c| &c.class == name)?,
+    metric_of(sys, check.class.as_deref(), &check.metric)
+}
+
+/// Metric `m` of class `class` of `sys`, or of the whole system (`None`). The names are
+/// [`crate::expect::METRICS`] and [`crate::expect::SYSTEM_METRICS`], which `check` validates.
+fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
+    let c = match class {
+        Some(name) => sys.classes.iter().find(|c| c.class == name)?,
         None => &sys.total,
     };
     let pct = |p: &Percentiles, which: &str| -> Option<f64> {
@@ -474,7 +476,6 @@ pub fn metric(d: &Deterministic, check: &Check) -> Option<f64> {
             _ => return None,
         })
     };
-    let m = check.metric.as_str();
     if let Some(which) = m.strip_prefix("latency_ms_") {
         return pct(&c.latency_ms, which);
     }
@@ -496,9 +497,9 @@ pub fn metric(d: &Deterministic, check: &Check) -> Option<f64> {
         "timeouts" => c.timeouts as f64,
         "client_failed" => c.client_failed as f64,
         "peak_in_system" => c.peak_in_system as f64,
-        "peak_queued_events" if check.class.is_none() => sys.peak_queued_events as f64,
-        "recovery_s" if check.class.is_none() => sys.recovery_s?,
-        "identities_hold" if check.class.is_none() => f64::from(u8::from(sys.identities.iter().all(|i| i.holds))),
+        "peak_queued_events" if class.is_none() => sys.peak_queued_events as f64,
+        "recovery_s" if class.is_none() => sys.recovery_s?,
+        "identities_hold" if class.is_none() => f64::from(u8::from(sys.identities.iter().all(|i| i.holds))),
         _ => return None,
     })
 }
@@ -567,4 +568,35 @@ pub fn markdown(d: &Deterministic) -> String {
         );
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expect::{METRICS, SYSTEM_METRICS};
+
+    #[test]
+    fn every_metric_check_accepts_is_one_a_report_has() {
+        let sys = SystemReport {
+            name: "v".into(),
+            kind: "veltrix".into(),
+            classes: vec![ClassReport { class: "A".into(), ..ClassReport::default() }],
+            total: ClassReport::default(),
+            identities: Vec::new(),
+            peak_queued_events: 0,
+            peak_queued_bytes: 0,
+            recovery_s: Some(1.0),
+            series: Series::default(),
+        };
+        for m in METRICS {
+            assert!(metric_of(&sys, Some("A"), m).is_some(), "class metric {m}");
+            assert!(metric_of(&sys, None, m).is_some(), "system-wide {m}");
+        }
+        for m in SYSTEM_METRICS {
+            assert!(metric_of(&sys, None, m).is_some(), "system metric {m}");
+            assert!(metric_of(&sys, Some("A"), m).is_none(), "{m} has no per-class value");
+        }
+        assert_eq!(metric_of(&sys, None, "latency_ms_p42"), None);
+        assert_eq!(metric_of(&sys, Some("B"), "lost"), None);
+    }
 }

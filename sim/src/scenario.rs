@@ -4,8 +4,11 @@
 use std::fmt;
 use std::ops::Range;
 
+use std::time::Duration;
+
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
+use veltrix_engine::{BuildError, ClassSpec, Config, OverloadPolicy, SchedulerMode};
 
 /// A number that must be finite and > 0.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -189,6 +192,34 @@ pub struct Arrivals {
     pub steps: Vec<RateStep>,
 }
 
+impl Arrivals {
+    /// The rate at `t` seconds: that of the first step window holding `t`, else the base rate.
+    pub fn rate_at(&self, t: f64) -> f64 {
+        self.steps.iter().find(|s| s.from_s.0 <= t && t < s.to_s.0).map_or(self.rate_per_s.0, |s| s.rate_per_s.0)
+    }
+
+    /// Where the rate may change inside `(0, end)`, then `end`: the ends of the constant pieces.
+    pub fn piece_ends(&self, end: f64) -> Vec<f64> {
+        let mut ends: Vec<f64> =
+            self.steps.iter().flat_map(|s| [s.from_s.0, s.to_s.0]).filter(|&b| b > 0.0 && b < end).collect();
+        ends.push(end);
+        ends.sort_by(f64::total_cmp);
+        ends.dedup();
+        ends
+    }
+
+    /// The expected number of arrivals in `[0, end)` seconds.
+    pub fn expected(&self, end: f64) -> f64 {
+        let mut from = 0.0;
+        let mut total = 0.0;
+        for to in self.piece_ends(end) {
+            total += self.rate_at(from) * (to - from);
+            from = to;
+        }
+        total
+    }
+}
+
 /// Arrival kinds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -357,6 +388,45 @@ pub enum SystemDef {
 }
 
 impl SystemDef {
+    /// The engine's `Config` of a `veltrix` system over the scenario's classes (most critical
+    /// first), with the defaults of docs/scenarios.md for what the system leaves out; `None` for
+    /// the other systems. The engine's own rules decide what is valid: the scenario's checks and
+    /// the run build it the same way.
+    pub fn engine_config(&self, scenario_classes: &[String]) -> Option<Result<Config, BuildError>> {
+        let SystemDef::Veltrix { scheduler, cap, window, capacity, classes, .. } = self else {
+            return None;
+        };
+        let n = scenario_classes.len();
+        let b = scenario_classes.iter().enumerate().fold(Config::builder(), |b, (k, name)| {
+            let o = classes.iter().find(|o| o.name.get_ref() == name);
+            // The defaults of docs/scenarios.md: weights ×4 per step of criticality, the lower
+            // half of the classes shed their oldest, the upper half reject.
+            let default_weight = 1u32 << (2 * (n - 1 - k).min(8)).min(16);
+            let default_policy = if k < n.div_ceil(2) { OverloadPolicy::Reject } else { OverloadPolicy::ShedOldest };
+            let mut spec = ClassSpec::new(name.clone(), o.and_then(|o| o.capacity).unwrap_or(*capacity) as usize)
+                .with_weight(o.and_then(|o| o.weight).unwrap_or(default_weight))
+                .with_policy(match o.and_then(|o| o.policy) {
+                    Some(PolicyDef::Backpressure) => OverloadPolicy::Backpressure,
+                    Some(PolicyDef::Reject) => OverloadPolicy::Reject,
+                    Some(PolicyDef::ShedOldest) => OverloadPolicy::ShedOldest,
+                    None => default_policy,
+                });
+            if let Some(o) = o
+                && let Some(t) = o.codel_target_ms
+            {
+                let interval = o.codel_interval_ms.map_or(100.0, |i| i.0);
+                spec = spec.with_codel(Duration::from_secs_f64(t.0 / 1e3), Duration::from_secs_f64(interval / 1e3));
+            }
+            b.class(spec)
+        });
+        let mode = match scheduler {
+            SchedulerDef::Strict => SchedulerMode::Strict,
+            SchedulerDef::Drr => SchedulerMode::Drr,
+            SchedulerDef::Capped => SchedulerMode::CappedStrict { cap: *cap, window: *window },
+        };
+        Some(b.scheduler(mode).build())
+    }
+
     /// The system's name.
     pub fn name(&self) -> &str {
         match self {
@@ -528,13 +598,15 @@ impl Scenario {
             ScenarioError { file: file.to_string(), line, column, field: field.to_string(), message }
         };
         let mut scenario: Scenario = toml::from_str(src).map_err(|e| {
-            let message = e.message().to_string();
+            let message = with_hint(e.message());
             let field = field_of(&message)
                 .or_else(|| e.span().and_then(|sp| key_at(src, sp.start)))
                 .unwrap_or_else(|| "-".to_string());
             err(e.span(), &field, message)
         })?;
-        scenario.validate().map_err(|(span, field, message)| err(span, &field, message))?;
+        // A check that knows the field but not where it is written points at the class list;
+        // the field's own place in the file is better, when the file spells it out.
+        scenario.validate().map_err(|(span, field, message)| err(span_of(src, &field).or(span), &field, message))?;
         Ok(scenario)
     }
 
@@ -595,6 +667,21 @@ impl Scenario {
                 return bad(self.classes.span(), field, format!("{value} is above the maximum {max}"));
             }
         }
+        // Every arrival is drawn before the run and held in memory: bound them all.
+        let expected: Vec<f64> = classes.iter().map(|c| c.arrivals.expected(self.duration_s.0)).collect();
+        let total: f64 = expected.iter().sum();
+        if total > MAX_ARRIVALS as f64 {
+            let (k, _) = expected.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("at least one class");
+            return bad(
+                classes[k].name.span(),
+                &format!("class[{k}].arrivals.rate_per_s"),
+                format!(
+                    "the rates and duration_s give about {total:.3e} arrivals (class `{}` the most); at most \
+                     {MAX_ARRIVALS} are simulated",
+                    classes[k].name.get_ref()
+                ),
+            );
+        }
         if self.workers > 1024 {
             return bad(self.classes.span(), "workers", "at most 1024 workers".into());
         }
@@ -619,9 +706,9 @@ impl Scenario {
                 return bad(self.classes.span(), name, "every window must end before duration_s".into());
             }
         }
-        for c in classes {
+        for (i, c) in classes.iter().enumerate() {
             if c.deadline_ms.is_some_and(|d| d.0 > 8.64e7) {
-                return bad(c.name.span(), "class.deadline_ms", "at most one day".into());
+                return bad(c.name.span(), &format!("class[{i}].deadline_ms"), "at most one day".into());
             }
         }
         if self.workers == 0 {
@@ -645,17 +732,8 @@ impl Scenario {
                     format!("system name `{}` is empty, has a dot, or is repeated", s.name()),
                 );
             }
-            if let SystemDef::Veltrix { classes: overrides, capacity, cap, window, name, .. } = s {
-                if *capacity == 0 {
-                    return bad(name.span(), &format!("system[{i}].capacity"), "capacity must be ≥ 1".into());
-                }
-                if !(*cap > 0.0 && *cap <= 1.0) || *window == 0 {
-                    return bad(
-                        name.span(),
-                        &format!("system[{i}].cap"),
-                        format!("cap {cap} must be in (0, 1] and window ≥ 1"),
-                    );
-                }
+            if let SystemDef::Veltrix { classes: overrides, capacity, name, .. } = s {
+                // The simulator's own limits; the engine's rules come next, from the engine.
                 if *capacity > 1_000_000 || overrides.iter().any(|o| o.capacity.is_some_and(|c| c > 1_000_000)) {
                     return bad(
                         name.span(),
@@ -679,13 +757,26 @@ impl Scenario {
                             format!("no class `{}`", o.name.get_ref()),
                         );
                     }
-                    if o.capacity == Some(0) || o.weight == Some(0) {
-                        return bad(
-                            o.name.span(),
-                            &format!("system[{i}].class[{j}]"),
-                            "capacity and weight must be ≥ 1".into(),
-                        );
-                    }
+                }
+                if let Some(Err(e)) = s.engine_config(&self.class_names()) {
+                    // Located at the class's override when it has one, else at the system.
+                    let at = |class: &str, key: &str| match overrides.iter().position(|o| o.name.get_ref() == class) {
+                        Some(j) => (overrides[j].name.span(), format!("system[{i}].class[{j}].{key}")),
+                        None => (name.span(), format!("system[{i}].{key}")),
+                    };
+                    let (span, field) = match &e {
+                        BuildError::ZeroCapacity { class } | BuildError::CapacityTooLarge { class, .. } => {
+                            at(class, "capacity")
+                        }
+                        BuildError::ZeroWeight { class } => at(class, "weight"),
+                        BuildError::ZeroCodelParameter { class } => at(class, "codel_target_ms"),
+                        BuildError::CapOutOfRange { .. } => (name.span(), format!("system[{i}].cap")),
+                        BuildError::ZeroWindow => (name.span(), format!("system[{i}].window")),
+                        // The scenario's classes were checked above; a rule the engine adds later
+                        // is still reported, at the system.
+                        _ => (name.span(), format!("system[{i}]")),
+                    };
+                    return bad(span, &field, e.to_string());
                 }
             }
         }
@@ -696,14 +787,17 @@ impl Scenario {
         }
         for (i, line) in self.expect.checks.iter().enumerate() {
             let check = crate::expect::Check::parse(line.get_ref())
+                .and_then(|c| c.check_metric().map(|()| c))
                 .map_err(|e| (Some(line.span()), format!("expect.checks[{i}]"), e))?;
             if !systems.iter().any(|s| s.name() == check.system) {
-                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no system `{}`", check.system));
+                let hint = crate::suggest::hint(&check.system, systems.iter().map(SystemDef::name));
+                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no system `{}`{hint}", check.system));
             }
-            if let Some(class) = &check.class {
-                if !classes.iter().any(|c| c.name.get_ref() == class) {
-                    return bad(line.span(), &format!("expect.checks[{i}]"), format!("no class `{class}`"));
-                }
+            if let Some(class) = &check.class
+                && !classes.iter().any(|c| c.name.get_ref() == class)
+            {
+                let hint = crate::suggest::hint(class, classes.iter().map(|c| c.name.get_ref().as_str()));
+                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no class `{class}`{hint}"));
             }
         }
         Ok(())
@@ -743,6 +837,36 @@ impl Scenario {
     }
 }
 
+/// Where the value at `path` (`workers`, `client.timeout_ms`, `class[2].arrivals.rate_per_s`)
+/// is written, or its nearest written ancestor (a default has no place in the file).
+fn span_of(src: &str, path: &str) -> Option<Range<usize>> {
+    let doc = toml_edit::ImDocument::parse(src).ok()?;
+    let mut found = None;
+    let mut at: Option<&toml_edit::Item> = None;
+    for segment in path.split('.') {
+        let (key, index) = match segment.split_once('[') {
+            Some((key, rest)) => (key, rest.strip_suffix(']').and_then(|i| i.parse::<usize>().ok())),
+            None => (segment, None),
+        };
+        let Some(mut item) = (match at {
+            None => doc.get(key),
+            Some(parent) => parent.get(key),
+        }) else {
+            break;
+        };
+        found = item.span().or(found);
+        if let Some(i) = index {
+            match item.get(i) {
+                Some(element) => item = element,
+                None => break,
+            }
+            found = item.span().or(found);
+        }
+        at = Some(item);
+    }
+    found
+}
+
 /// The dotted key of the `key = value` line holding `offset`, under its nearest table header.
 fn key_at(src: &str, offset: usize) -> Option<String> {
     let before = &src[..offset.min(src.len())];
@@ -764,6 +888,15 @@ fn key_at(src: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// serde's "unknown field `x`, expected one of `a`, `b`" (or "expected `a`"), with the closest
+/// expected name if one is close.
+fn with_hint(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else { return message.to_string() };
+    let Some((field, expected)) = rest.split_once('`') else { return message.to_string() };
+    let names = expected.split('`').skip(1).step_by(2);
+    format!("{message}{}", crate::suggest::hint(field, names))
+}
+
 /// The field a serde message names (`unknown field `x``, `missing field `y``), if any.
 fn field_of(message: &str) -> Option<String> {
     if !(message.starts_with("unknown field") || message.starts_with("missing field")) {
@@ -773,6 +906,9 @@ fn field_of(message: &str) -> Option<String> {
     let end = start + message[start..].find('`')?;
     Some(message[start..end].to_string())
 }
+
+/// The most arrivals a run draws (all classes together): each is held in memory from the start.
+pub const MAX_ARRIVALS: u64 = 20_000_000;
 
 #[cfg(test)]
 mod tests {
@@ -807,5 +943,56 @@ name = "naive"
         assert_eq!(e.line, 8, "{e}");
         let e = Scenario::parse(&OK.replace("schema = 1", "schema = 2"), "t.toml").unwrap_err();
         assert_eq!((e.line, e.column, e.field.as_str()), (2, 10, "schema"), "{e}");
+    }
+
+    #[test]
+    fn checks_point_at_the_field_they_concern() {
+        let e = Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nworkers = 0"), "t.toml").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line, e.column), ("workers", 5, 11), "{e}");
+        let e = Scenario::parse(&(OK.to_string() + "[client]\nmax_attempts = 3\n"), "t.toml").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("client.timeout_ms", 12), "retries need a timeout: at [client]: {e}");
+        let e =
+            Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nwarmup_s = 20"), "t.toml").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("warmup_s", 5), "{e}");
+    }
+
+    #[test]
+    fn unknown_names_get_the_closest_known_one() {
+        let e = Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nwarmpu_s = 1"), "t.toml").unwrap_err();
+        assert!(e.message.ends_with(". Did you mean `warmup_s`?"), "{e}");
+        let expect = |line: &str| OK.to_string() + "[expect]\nchecks = [\"" + line + "\"]\n";
+        let e = Scenario::parse(&expect("naive.A.goodptu > 1"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "expect.checks[0]", "{e}");
+        assert!(e.message.ends_with("Did you mean `goodput`?"), "checked by `check`, not at the end of a run: {e}");
+        let e = Scenario::parse(&expect("naiv.A.goodput > 1"), "t.toml").unwrap_err();
+        assert!(e.message.ends_with("Did you mean `naive`?"), "{e}");
+    }
+
+    #[test]
+    fn too_many_arrivals_are_refused_before_anything_is_drawn() {
+        let e = Scenario::parse(&OK.replace("rate_per_s = 10", "rate_per_s = 1e12"), "t.toml").unwrap_err();
+        assert_eq!((e.field.as_str(), e.line), ("class[0].arrivals.rate_per_s", 8), "at the rate: {e}");
+        assert!(e.message.contains("1.000e13 arrivals"), "{e}");
+        // 10 s at 10/s, then a step to 1000/s for the last 2 s: 80 + 2000.
+        let steps = "rate_per_s = 10, steps = [{ from_s = 8, to_s = 20, rate_per_s = 1000 }]";
+        let s = Scenario::parse(&OK.replace("rate_per_s = 10", steps), "t.toml").unwrap();
+        assert_eq!(s.classes.get_ref()[0].arrivals.expected(10.0), 2080.0);
+    }
+
+    #[test]
+    fn a_veltrix_system_is_checked_by_the_engines_own_rules_at_its_field() {
+        let veltrix = "[[system]]\nkind = \"veltrix\"\nname = \"v\"\n";
+        let with = |extra: &str| OK.to_string() + veltrix + extra;
+        assert!(Scenario::parse(&with(""), "t.toml").is_ok());
+        let e = Scenario::parse(&with("cap = 1.5\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "system[1].cap", "{e}");
+        assert!(e.message.contains("(0, 1]"), "the engine's message: {e}");
+        let e = Scenario::parse(&with("window = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "system[1].window", "{e}");
+        let e = Scenario::parse(&with("capacity = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "system[1].capacity", "{e}");
+        let e = Scenario::parse(&with("[[system.class]]\nname = \"A\"\nweight = 0\n"), "t.toml").unwrap_err();
+        assert_eq!(e.field, "system[1].class[0].weight", "{e}");
+        assert_eq!(e.line, 17, "at the override's weight: {e}");
     }
 }

@@ -1,9 +1,9 @@
 //! `sweep`: one scenario run for each value of one parameter, then latency and goodput against it.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::plot::{Panel, svg};
+use crate::plot::{Chart, Panel, Scale};
 use crate::report::Deterministic;
 use crate::scenario::Scenario;
 
@@ -78,12 +78,13 @@ pub fn run(
         .collect()
 }
 
-/// Writes `sweep.json`, `sweep.svg` and returns the Markdown table.
+/// Writes `sweep.json`, `sweep-latency.svg` and `sweep-goodput.svg`; returns the Markdown table
+/// and the paths written.
 ///
 /// # Errors
 ///
 /// The I/O error.
-pub fn write(dir: &Path, key: &str, points: &[(f64, Deterministic)]) -> std::io::Result<String> {
+pub fn write(dir: &Path, key: &str, points: &[(f64, Deterministic)]) -> std::io::Result<(String, Vec<PathBuf>)> {
     std::fs::create_dir_all(dir)?;
     let json: Vec<_> = points.iter().map(|(v, d)| serde_json::json!({ "value": v, "report": d })).collect();
     std::fs::write(dir.join("sweep.json"), serde_json::to_string_pretty(&json).expect("json"))?;
@@ -92,8 +93,8 @@ pub fn write(dir: &Path, key: &str, points: &[(f64, Deterministic)]) -> std::io:
     let mut good_panels: Vec<Panel> = Vec::new();
     if let Some((_, first)) = points.first() {
         for (si, sys) in first.systems.iter().enumerate() {
-            let mut lat = Panel { title: format!("{}: p99 latency (ms)", sys.name), lines: Vec::new() };
-            let mut good = Panel { title: format!("{}: goodput ratio", sys.name), lines: Vec::new() };
+            let mut lat = Panel { title: sys.name.clone(), lines: Vec::new() };
+            let mut good = Panel { title: sys.name.clone(), lines: Vec::new() };
             for (ci, class) in sys.classes.iter().enumerate() {
                 let pick = |f: &dyn Fn(&crate::report::ClassReport) -> f64| {
                     points.iter().map(|(v, d)| (*v, f(&d.systems[si].classes[ci]))).collect()
@@ -119,9 +120,24 @@ pub fn write(dir: &Path, key: &str, points: &[(f64, Deterministic)]) -> std::io:
             }
         }
     }
-    lat_panels.extend(good_panels);
-    std::fs::write(dir.join("sweep.svg"), svg(&format!("latency and goodput against {key}"), key, "", &lat_panels))?;
-    Ok(table)
+    let chart = |title: String, y_label: &str, scale, panels| Chart {
+        title,
+        x_label: key.to_string(),
+        y_label: y_label.to_string(),
+        scale,
+        panels,
+        rules: Vec::new(),
+        bands: Vec::new(),
+        markers: true,
+    };
+    let latency = chart(format!("p99 end-to-end latency against {key}"), "p99 latency (ms)", Scale::Log, lat_panels);
+    let goodput = chart(format!("goodput against {key}"), "goodput (share of offered)", Scale::Linear, good_panels);
+    let mut written = vec![dir.join("sweep.json")];
+    for (name, chart) in [("sweep-latency.svg", latency), ("sweep-goodput.svg", goodput)] {
+        std::fs::write(dir.join(name), chart.svg())?;
+        written.push(dir.join(name));
+    }
+    Ok((table, written))
 }
 
 #[cfg(test)]

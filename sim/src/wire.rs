@@ -3,6 +3,18 @@
 
 use std::fmt;
 
+/// The id a request travels under: its number × 256 + its attempt (1 to 255; the client makes
+/// at most 255 attempts, which the scenario checks). A response carries the same id, so the
+/// client tells an answer to an old attempt from one to the latest.
+pub fn wire_id(request: u64, attempt: u32) -> u64 {
+    request << 8 | u64::from(attempt.min(255))
+}
+
+/// The request number and attempt packed in a [`wire_id`].
+pub fn split_wire_id(id: u64) -> (u64, u32) {
+    (id >> 8, (id & 0xff) as u32)
+}
+
 /// Bytes of a request frame.
 pub const REQUEST_LEN: usize = 34;
 /// Bytes of a response frame.
@@ -14,7 +26,7 @@ const TAG_RESPONSE: u8 = 2;
 /// A client's event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Request {
-    /// Request id × 256 + attempt.
+    /// The request's number and its attempt, packed by [`wire_id`].
     pub id: u64,
     /// Class index.
     pub class: u8,

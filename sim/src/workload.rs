@@ -29,17 +29,9 @@ pub fn schedule(scenario: &Scenario, seed: u64) -> Vec<Arrival> {
         let mut rng = root.fork();
         let a = &class.arrivals;
         // Piecewise-constant rate: the base rate, overridden inside each step window.
-        let rate_at = |t: f64| {
-            a.steps.iter().find(|s| s.from_s.0 <= t && t < s.to_s.0).map_or(a.rate_per_s.0, |s| s.rate_per_s.0)
-        };
-        let mut bounds: Vec<f64> =
-            a.steps.iter().flat_map(|s| [s.from_s.0, s.to_s.0]).filter(|&b| b > 0.0 && b < end).collect();
-        bounds.push(end);
-        bounds.sort_by(f64::total_cmp);
-        bounds.dedup();
         let mut t = 0.0;
-        for &seg_end in &bounds {
-            let rate = rate_at(t);
+        for seg_end in a.piece_ends(end) {
+            let rate = a.rate_at(t);
             if rate > 0.0 {
                 match a.kind {
                     ArrivalKind::Poisson => loop {

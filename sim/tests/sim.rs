@@ -154,8 +154,10 @@ fn replay_reproduces_a_report_from_its_stamp() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report = dir.join("r/report.json");
-    for f in ["report.json", "deterministic.json", "report.md", "latency.svg", "depth.svg"] {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for f in ["report.json", "deterministic.json", "report.md", "latency.svg", "depth.svg", "report.html"] {
         assert!(dir.join("r").join(f).exists(), "{f} missing");
+        assert!(stdout.contains(&format!("wrote {}", dir.join("r").join(f).display())), "the CLI names {f}: {stdout}");
     }
     let out = cli().args(["replay", report.to_str().unwrap()]).output().unwrap();
     assert!(
@@ -204,8 +206,12 @@ fn sweep_runs_each_value_and_plots_latency_and_goodput() {
     for v in ["| 50 |", "| 100 |", "| 150 |"] {
         assert!(table.contains(v), "{v} missing from {table}");
     }
-    let svg = std::fs::read_to_string(dir.join("o/sweep.svg")).unwrap();
-    assert!(svg.contains("p99 latency") && svg.contains("goodput ratio") && svg.contains("<polyline"));
+    let latency = std::fs::read_to_string(dir.join("o/sweep-latency.svg")).unwrap();
+    assert!(latency.contains("p99 latency (ms)") && latency.contains("<polyline"));
+    assert_eq!(latency.matches("<circle").count(), 3, "a marker per run (one system, one class)");
+    let goodput = std::fs::read_to_string(dir.join("o/sweep-goodput.svg")).unwrap();
+    assert!(goodput.contains("goodput (share of offered)") && goodput.contains("<polyline"));
+    assert!(table.contains("wrote ") && table.contains("sweep-latency.svg"), "the CLI names what it wrote");
     let bad = cli().args(["sweep", file.to_str().unwrap(), "--param", "class.9.nope=1..2:1"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "a path that does not exist is a bad scenario");
 }

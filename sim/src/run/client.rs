@@ -3,23 +3,18 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use veltrix_engine::runtime::{
-    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
-};
-use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
 
-use crate::scenario::{Scenario, SystemDef};
+use crate::scenario::Scenario;
 use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
 use crate::workload::Arrival;
 
-use super::*;
+use super::{ClientClass, PORT};
 
 /// The client's script: the schedule, and the retry rules.
 pub(super) struct ClientPlan {

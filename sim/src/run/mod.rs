@@ -9,22 +9,10 @@
 //! that instant rounded up. Latencies are computed from the exact times, so the 1 ms grid does
 //! not bias them; only the choice of which queued event runs next is made on the grid.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-use veltrix_engine::runtime::{
-    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
-};
-use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
-
 use crate::scenario::{Scenario, SystemDef};
-use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
 use crate::workload::Arrival;
 
 mod client;

@@ -1,25 +1,19 @@
 //! The server host: the TCP front end that puts each request into the system under test,
 //! and what it records.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use veltrix_engine::runtime::{
-    Engine, Handler, HandlerContext, Outcome as HandlerOutcome, RetryPolicy, RouteSpec, Routed, Submission,
-};
-use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
+use veltrix_engine::DeadLetterReason;
 
 use crate::scenario::{Scenario, SystemDef};
-use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
-use crate::workload::Arrival;
+use crate::wire::{Outcome, REQUEST_LEN, Request, Response, split_wire_id};
 
-use super::*;
+use super::system::start_system;
+use super::{Completion, DEPTH_EVERY_NS, MS, PORT, Refusal, SEC, ServerClass};
 
 #[derive(Debug, Default)]
 pub(super) struct Recorder {

@@ -1,13 +1,10 @@
 //! The systems under test behind the front end: the Veltrix engine with the service model as
 //! its handler, or a naive FIFO queue with workers.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use veltrix_engine::runtime::{
@@ -15,11 +12,11 @@ use veltrix_engine::runtime::{
 };
 use veltrix_engine::{ClassId, DeadLetter, DeadLetterReason, SubmitError};
 
-use crate::scenario::{Scenario, SystemDef};
-use crate::wire::{Outcome, REQUEST_LEN, RESPONSE_LEN, Request, Response, split_wire_id, wire_id};
-use crate::workload::Arrival;
+use crate::scenario::SystemDef;
+use crate::wire::Outcome;
 
-use super::*;
+use super::Refusal;
+use super::server::{Job, ServerShared};
 
 /// The system under test, as the front end sees it.
 pub(super) enum System {
@@ -40,7 +37,7 @@ pub(super) struct ServiceModel {
 impl Handler<Job> for ServiceModel {
     // The trait spells the `Send` future out; clippy's `manual_async_fn` would hide it.
     #[allow(clippy::manual_async_fn)]
-    pub(super) fn handle(&self, job: &Job, _cx: HandlerContext) -> impl Future<Output = HandlerOutcome> + Send {
+    fn handle(&self, job: &Job, _cx: HandlerContext) -> impl Future<Output = HandlerOutcome> + Send {
         async move {
             self.server.serve(job, self.t0).await;
             HandlerOutcome::Ok
