@@ -294,6 +294,15 @@ mod tests {
     }
 
     #[test]
+    fn reservation_and_receive_errors_say_what_happened() {
+        assert_eq!(ReserveError::Full.to_string(), "channel class is full");
+        assert_eq!(ReserveError::Closed.to_string(), "channel is closed");
+        assert_eq!(ReserveError::Rejected.to_string(), "reservation rejected by the class's overload policy");
+        assert_eq!(TryRecvError::Empty.to_string(), "channel is empty");
+        assert_eq!(TryRecvError::Closed.to_string(), "channel is closed and drained");
+    }
+
+    #[test]
     fn channel_errors_become_submit_errors_of_the_same_kind_holding_the_users_event() {
         use crate::runtime::RouteId;
         let routed = |event| Routed { route: RouteId(3), key: Some(9), event };
