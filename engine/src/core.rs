@@ -24,8 +24,7 @@ use std::time::Duration;
 
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config, OverloadPolicy};
-pub use crate::dead::DeadLetter;
-use crate::dead::DeadLetterReason;
+use crate::dead::{DeadLetter, DeadLetterReason};
 use crate::error::ReserveError;
 use crate::ledger::{ClassStats, Completion, Stats};
 use crate::sched::Scheduler;

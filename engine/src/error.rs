@@ -2,8 +2,6 @@
 
 use std::fmt;
 
-use crate::runtime::{MAX_ROUTES, Routed};
-
 /// A configuration problem found by [`ConfigBuilder::build`](crate::ConfigBuilder::build).
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
@@ -196,27 +194,6 @@ impl ReserveError {
     }
 }
 
-// The engine hands back the user's event, not the route's envelope. Exhaustive matches: a new
-// variant must say what it becomes.
-impl<E> From<SendError<Routed<E>>> for SubmitError<E> {
-    fn from(e: SendError<Routed<E>>) -> Self {
-        match e {
-            SendError::Closed(r) => SubmitError::Closed(r.event),
-            SendError::Rejected(r) => SubmitError::Rejected(r.event),
-        }
-    }
-}
-
-impl<E> From<TrySendError<Routed<E>>> for SubmitError<E> {
-    fn from(e: TrySendError<Routed<E>>) -> Self {
-        match e {
-            TrySendError::Full(r) => SubmitError::Full(r.event),
-            TrySendError::Closed(r) => SubmitError::Closed(r.event),
-            TrySendError::Rejected(r) => SubmitError::Rejected(r.event),
-        }
-    }
-}
-
 /// Why [`Receiver::try_recv`](crate::Receiver::try_recv) returned nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -254,8 +231,13 @@ pub enum EngineBuildError {
     ZeroAttempts(String),
     /// A route lets its workers take at most zero events at once.
     ZeroBatch(String),
-    /// More than 65,536 routes (the count given).
-    TooManyRoutes(usize),
+    /// More routes than fit in a [`RouteId`](crate::runtime::RouteId).
+    TooManyRoutes {
+        /// How many routes were registered.
+        registered: usize,
+        /// The most an engine can have (65,536).
+        max: usize,
+    },
     /// `build` was called outside a tokio runtime, so there is nowhere to spawn workers.
     NoRuntime,
 }
@@ -269,7 +251,9 @@ impl fmt::Display for EngineBuildError {
             EngineBuildError::ZeroWorkers(r) => write!(f, "route `{r}` has 0 workers (at least 1 is needed)"),
             EngineBuildError::ZeroAttempts(r) => write!(f, "route `{r}` allows 0 attempts (at least 1 is needed)"),
             EngineBuildError::ZeroBatch(r) => write!(f, "route `{r}` has max_batch 0 (at least 1 is needed)"),
-            EngineBuildError::TooManyRoutes(n) => write!(f, "{n} routes registered, at most {MAX_ROUTES} are allowed"),
+            EngineBuildError::TooManyRoutes { registered, max } => {
+                write!(f, "{registered} routes registered, at most {max} are allowed")
+            }
             EngineBuildError::NoRuntime => write!(f, "the engine must be built inside a tokio runtime"),
         }
     }
@@ -300,21 +284,5 @@ mod tests {
         assert_eq!(ReserveError::Rejected.to_string(), "reservation rejected by the class's overload policy");
         assert_eq!(TryRecvError::Empty.to_string(), "channel is empty");
         assert_eq!(TryRecvError::Closed.to_string(), "channel is closed and drained");
-    }
-
-    #[test]
-    fn channel_errors_become_submit_errors_of_the_same_kind_holding_the_users_event() {
-        use crate::runtime::RouteId;
-        let routed = |event| Routed { route: RouteId(3), key: Some(9), event };
-        assert_eq!(SubmitError::from(SendError::Closed(routed(1))), SubmitError::Closed(1));
-        assert_eq!(SubmitError::from(SendError::Rejected(routed(2))), SubmitError::Rejected(2));
-        assert_eq!(SubmitError::from(TrySendError::Full(routed(3))), SubmitError::Full(3));
-        assert_eq!(SubmitError::from(TrySendError::Closed(routed(4))), SubmitError::Closed(4));
-        assert_eq!(SubmitError::from(TrySendError::Rejected(routed(5))), SubmitError::Rejected(5));
-        let n = MAX_ROUTES + 1;
-        assert_eq!(
-            EngineBuildError::TooManyRoutes(n).to_string(),
-            "65537 routes registered, at most 65536 are allowed"
-        );
     }
 }

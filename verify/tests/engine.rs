@@ -502,7 +502,10 @@ async fn route_ids_debug_output_and_error_messages() {
         (EngineBuildError::ZeroWorkers("a".into()), "route `a` has 0 workers (at least 1 is needed)"),
         (EngineBuildError::ZeroAttempts("a".into()), "route `a` allows 0 attempts (at least 1 is needed)"),
         (EngineBuildError::ZeroBatch("a".into()), "route `a` has max_batch 0 (at least 1 is needed)"),
-        (EngineBuildError::TooManyRoutes(65_537), "65537 routes registered, at most 65536 are allowed"),
+        (
+            EngineBuildError::TooManyRoutes { registered: 65_537, max: 65_536 },
+            "65537 routes registered, at most 65536 are allowed",
+        ),
         (EngineBuildError::NoRuntime, "the engine must be built inside a tokio runtime"),
     ];
     for (error, message) in messages {

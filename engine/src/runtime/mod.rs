@@ -51,7 +51,7 @@ use crate::chan::{Receiver, Sender, channel_with_sink};
 use crate::config::{ClassId, Config};
 use crate::dead::{DeadLetter, DeadLetterSink};
 pub use crate::error::EngineBuildError;
-use crate::error::SubmitError;
+use crate::error::{SendError, SubmitError, TrySendError};
 use crate::latch::Latch;
 use crate::ledger::ClassStats;
 use crate::sync::block_on;
@@ -85,6 +85,27 @@ pub struct Routed<E> {
     pub key: Option<u64>,
     /// The event.
     pub event: E,
+}
+
+// The engine hands back the user's event, not the route's envelope. Exhaustive matches: a new
+// variant must say what it becomes.
+impl<E> From<SendError<Routed<E>>> for SubmitError<E> {
+    fn from(e: SendError<Routed<E>>) -> Self {
+        match e {
+            SendError::Closed(r) => SubmitError::Closed(r.event),
+            SendError::Rejected(r) => SubmitError::Rejected(r.event),
+        }
+    }
+}
+
+impl<E> From<TrySendError<Routed<E>>> for SubmitError<E> {
+    fn from(e: TrySendError<Routed<E>>) -> Self {
+        match e {
+            TrySendError::Full(r) => SubmitError::Full(r.event),
+            TrySendError::Closed(r) => SubmitError::Closed(r.event),
+            TrySendError::Rejected(r) => SubmitError::Rejected(r.event),
+        }
+    }
 }
 
 /// The engine's dead-letter sink: the user's (if any), with its panics contained and counted.
@@ -388,7 +409,7 @@ impl<E: Send + Sync + 'static> EngineBuilder<E> {
             return Err(EngineBuildError::NoRoutes);
         }
         if self.routes.len() > MAX_ROUTES {
-            return Err(EngineBuildError::TooManyRoutes(self.routes.len()));
+            return Err(EngineBuildError::TooManyRoutes { registered: self.routes.len(), max: MAX_ROUTES });
         }
         let mut names = std::collections::BTreeSet::new();
         for (name, spec, _) in &self.routes {
@@ -647,6 +668,16 @@ impl<E> Drop for Engine<E> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn channel_errors_become_submit_errors_of_the_same_kind_holding_the_users_event() {
+        let routed = |event| Routed { route: RouteId(3), key: Some(9), event };
+        assert_eq!(SubmitError::from(SendError::Closed(routed(1))), SubmitError::Closed(1));
+        assert_eq!(SubmitError::from(SendError::Rejected(routed(2))), SubmitError::Rejected(2));
+        assert_eq!(SubmitError::from(TrySendError::Full(routed(3))), SubmitError::Full(3));
+        assert_eq!(SubmitError::from(TrySendError::Closed(routed(4))), SubmitError::Closed(4));
+        assert_eq!(SubmitError::from(TrySendError::Rejected(routed(5))), SubmitError::Rejected(5));
+    }
+
     struct Idle;
     impl Handler<()> for Idle {
         async fn handle(&self, _: &(), _: HandlerContext) -> Outcome {
@@ -660,7 +691,10 @@ mod tests {
         let mut builder = (0..MAX_ROUTES).fold(Engine::builder(), |b, i| b.route(format!("r{i}"), spec.clone(), Idle));
         assert_eq!(builder.validate(), Ok(()), "a RouteId for every one");
         builder = builder.route("one more", spec.clone(), Idle);
-        assert_eq!(builder.validate(), Err(EngineBuildError::TooManyRoutes(MAX_ROUTES + 1)));
+        assert_eq!(
+            builder.validate(),
+            Err(EngineBuildError::TooManyRoutes { registered: MAX_ROUTES + 1, max: MAX_ROUTES })
+        );
         let twice =
             Engine::builder().route("a", spec.clone(), Idle).route("b", spec.clone(), Idle).route("a", spec, Idle);
         assert_eq!(twice.validate(), Err(EngineBuildError::DuplicateRoute("a".into())));
