@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::report::Deterministic;
+use crate::report::{self, Deterministic, Table};
 
 /// The page for `d`, with `plots` (title, SVG document) inline.
 pub(crate) fn page(d: &Deterministic, plots: &[(&str, &str)]) -> String {
@@ -32,49 +32,14 @@ figure {{ margin: 1.5em 0; }}
         duration = d.duration_s,
         warmup = d.warmup_s,
     );
-    s.push_str("<h2>Where every event went</h2>\n<table>\n<tr><th>system</th><th>class</th><th>offered</th><th>handled</th><th>goodput</th><th>rejected</th><th>dead-lettered</th><th>lost</th><th>p50 ms</th><th>p99 ms</th><th>max ms</th><th>p99 / S̄</th></tr>\n");
-    for sys in &d.systems {
-        for (c, total) in sys.classes.iter().map(|c| (c, false)).chain(std::iter::once((&sys.total, true))) {
-            let _ = writeln!(
-                s,
-                r#"<tr{}><td>{}</td><td>{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}%</td><td class="n">{}</td><td class="n">{}</td><td class="n">{}</td><td class="n">{:.1}</td><td class="n">{:.1}</td><td class="n">{:.1}</td><td class="n">{:.1}</td></tr>"#,
-                if total { r#" class="total""# } else { "" },
-                esc(&sys.name),
-                esc(&c.class),
-                c.offered_fresh + c.offered_retry,
-                c.handled,
-                100.0 * c.goodput_ratio,
-                c.rejected.values().sum::<u64>(),
-                c.dead_lettered.values().sum::<u64>(),
-                c.lost,
-                c.latency_ms.p50,
-                c.latency_ms.p99,
-                c.latency_ms.max,
-                c.latency_ms.p99 / d.mean_service_ms,
-            );
-        }
-    }
-    s.push_str("</table>\n");
+    s.push_str("<h2>Where every event went</h2>\n");
+    s.push_str(&table(&report::comparison_table(d)));
     for (title, svg) in plots {
         let _ = writeln!(s, "<figure>\n{}<figcaption>{}</figcaption>\n</figure>", svg, esc(title));
     }
     if !d.theory.is_empty() {
-        s.push_str("<h2>Against queueing theory</h2>\n<table>\n<tr><th>system</th><th>class</th><th>quantity</th><th>theory</th><th>measured (95% CI)</th><th>holds</th></tr>\n");
-        for t in &d.theory {
-            let _ = writeln!(
-                s,
-                r#"<tr><td>{}</td><td>{}</td><td>{}</td><td class="n">{:.2}</td><td class="n">{:.2} ± {:.2}</td><td{}>{}</td></tr>"#,
-                esc(&t.system),
-                esc(&t.class),
-                esc(&t.quantity),
-                t.theory,
-                t.measured.mean,
-                t.measured.half_width,
-                if t.holds { "" } else { r#" class="fail""# },
-                if t.holds { "yes" } else { "NO" }
-            );
-        }
-        s.push_str("</table>\n");
+        s.push_str("<h2>Against queueing theory</h2>\n");
+        s.push_str(&table(&report::theory_table(d)));
     }
     let broken: Vec<&str> =
         d.systems.iter().flat_map(|s| s.identities.iter()).filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();
@@ -102,6 +67,30 @@ figure {{ margin: 1.5em 0; }}
     s
 }
 
-fn esc(s: &str) -> String {
+/// A table as HTML: numbers right-aligned, totals bold, failed checks marked.
+fn table(t: &Table) -> String {
+    let mut s = String::from("<table>\n<tr>");
+    for h in t.headers {
+        let _ = write!(s, "<th>{}</th>", esc(h));
+    }
+    s.push_str("</tr>\n");
+    for r in &t.rows {
+        s.push_str(if r.total { r#"<tr class="total">"# } else { "<tr>" });
+        for (cell, &numeric) in r.cells.iter().zip(t.numeric) {
+            let class = match (numeric, r.failed && cell == "NO") {
+                (_, true) => r#" class="fail""#,
+                (true, false) => r#" class="n""#,
+                (false, false) => "",
+            };
+            let _ = write!(s, "<td{class}>{}</td>", esc(cell));
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</table>\n");
+    s
+}
+
+/// Escapes text for HTML and SVG (element content and quoted attribute values).
+pub(crate) fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }

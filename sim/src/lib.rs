@@ -117,7 +117,9 @@ pub fn write_outputs(report: &Report, dir: &Path) -> std::io::Result<Vec<PathBuf
     std::fs::create_dir_all(dir)?;
     let d = &report.deterministic;
     let latency = time_chart(d, "p99 end-to-end latency per second", "p99 latency (ms)", Scale::Log, &|s, k| {
-        s.series.t_s.iter().zip(&s.series.p99_ms).map(|(t, v)| (*t as f64, v[k])).collect()
+        // A second without completions has no latency: a gap in the line, not a zero.
+        let seconds = s.series.t_s.iter().zip(&s.series.p99_ms).zip(&s.series.handled);
+        seconds.map(|((t, v), n)| (*t as f64, if n[k] > 0 { v[k] } else { f64::NAN })).collect()
     });
     let depth = time_chart(d, "queued events", "queued (events)", Scale::Linear, &|s, k| {
         s.series.t_s.iter().zip(&s.series.depth).map(|(t, v)| (*t as f64, v[k] as f64)).collect()

@@ -48,7 +48,8 @@ enum Command {
         /// Seed (default: the scenario's, else a drawn one, printed first).
         #[arg(long)]
         seed: Option<u64>,
-        /// Print the JSON report instead of the table.
+        /// Print the JSON report (alone on stdout; the seed and the files written go to stderr)
+        /// instead of the table.
         #[arg(long)]
         json: bool,
         /// Output directory (default target/veltrix-sim/NAME-SEED).
@@ -121,7 +122,17 @@ fn bad_scenario(e: &veltrix_sim::scenario::ScenarioError) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn pick_seed(given: Option<u64>, scenario: &Scenario) -> u64 {
+/// Prints a line about the run: to stdout beside the Markdown report, to stderr beside `--json`
+/// (whose stdout is the JSON document alone).
+fn say(json: bool, line: &str) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
+}
+
+fn pick_seed(given: Option<u64>, scenario: &Scenario, json: bool) -> u64 {
     let (seed, from) = match (given, scenario.seed) {
         (Some(s), _) => (s, "command line"),
         (None, Some(s)) => (s, "scenario"),
@@ -131,7 +142,7 @@ fn pick_seed(given: Option<u64>, scenario: &Scenario) -> u64 {
             (veltrix_sim::rng::Xoshiro256::seed(t ^ u64::from(std::process::id())).next_u64() >> 16, "drawn")
         }
     };
-    println!("seed: {seed} ({from})");
+    say(json, &format!("seed: {seed} ({from})"));
     seed
 }
 
@@ -140,7 +151,7 @@ fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Ve
         Ok(x) => x,
         Err(e) => return bad_scenario(&e),
     };
-    let seed = pick_seed(seed, &scenario);
+    let seed = pick_seed(seed, &scenario, json);
     let report =
         match veltrix_sim::run_scenario(&scenario, &source, seed, argv, |sys, i, n| eprintln!("[{}/{n}] {sys}", i + 1))
         {
@@ -171,7 +182,7 @@ fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Ve
         );
     }
     for path in &written {
-        println!("wrote {}", path.display());
+        say(json, &format!("wrote {}", path.display()));
     }
     let failed: Vec<_> = report.deterministic.expectations.iter().filter(|e| !e.holds).collect();
     let theory_failed: Vec<_> = report.deterministic.theory.iter().filter(|t| !t.holds).collect();
@@ -256,7 +267,7 @@ fn sweep(name: &str, param: &str, seed: Option<u64>, out: Option<PathBuf>) -> Ex
             return ExitCode::from(2);
         }
     };
-    let seed = pick_seed(seed, &scenario);
+    let seed = pick_seed(seed, &scenario, false);
     let bar = indicatif::ProgressBar::new(values.len() as u64);
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").expect("valid template"));
     let result = veltrix_sim::sweep::run(&source, &key, &values, seed, |v| {

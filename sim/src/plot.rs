@@ -8,6 +8,8 @@
 
 use std::fmt::Write as _;
 
+use crate::html::esc;
+
 const W: f64 = 880.0;
 /// Left of the plot area: y tick labels and the y-axis label.
 const LEFT: f64 = 78.0;
@@ -19,6 +21,8 @@ const PANEL_TOP: f64 = 26.0;
 const PANEL_BOTTOM: f64 = 34.0;
 const HEADER: f64 = 34.0;
 const COLORS: [&str; 8] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#7f7f7f"];
+/// Shades for the bands, one per distinct label (light, so the lines stay readable over them).
+const BAND_COLORS: [&str; 6] = ["#f4c7c3", "#c6dbef", "#c7e9c0", "#fdd0a2", "#dadaeb", "#d9d9d9"];
 
 /// How the y-axis maps values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,8 +124,9 @@ impl Chart {
                 let (x0, x1) = (sx(b.from), sx(b.to).max(sx(b.from) + 2.0));
                 let _ = writeln!(
                     s,
-                    r##"<rect x="{x0:.1}" y="{top}" width="{:.1}" height="{PANEL_H}" fill="#f4c7c3" fill-opacity="0.6"/>"##,
-                    x1 - x0
+                    r#"<rect x="{x0:.1}" y="{top}" width="{:.1}" height="{PANEL_H}" fill="{}" fill-opacity="0.6"/>"#,
+                    x1 - x0,
+                    self.band_color(&b.label)
                 );
             }
             for (v, label) in y.ticks() {
@@ -158,16 +163,22 @@ impl Chart {
                 );
             }
             for (j, (_, v)) in panel.lines.iter().enumerate() {
-                let path: Vec<String> = v.iter().map(|&(px, py)| format!("{:.1},{:.1}", sx(px), sy(py))).collect();
                 let c = color(j);
-                let _ = writeln!(
-                    s,
-                    r#"<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{}"/>"#,
-                    path.join(" ")
-                );
-                if self.markers {
-                    for &(px, py) in v {
-                        let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#, sx(px), sy(py));
+                // A point the axis cannot show (not finite; not positive on a log scale) is a
+                // gap: the line stops before it and starts again after it.
+                let shown = |&(px, py): &(f64, f64)| px.is_finite() && py.is_finite() && y.shows(py);
+                for run in v.split(|p| !shown(p)).filter(|run| !run.is_empty()) {
+                    let path: Vec<String> =
+                        run.iter().map(|&(px, py)| format!("{:.1},{:.1}", sx(px), sy(py))).collect();
+                    let _ = writeln!(
+                        s,
+                        r#"<polyline fill="none" stroke="{c}" stroke-width="1.6" points="{}"/>"#,
+                        path.join(" ")
+                    );
+                    if self.markers {
+                        for &(px, py) in run {
+                            let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{c}"/>"#, sx(px), sy(py));
+                        }
                     }
                 }
             }
@@ -219,17 +230,30 @@ impl Chart {
             );
             entry(s, swatch, &r.label);
         }
-        let mut seen: Vec<&str> = Vec::new();
-        for b in &self.bands {
-            if seen.contains(&b.label.as_str()) {
-                continue;
-            }
-            seen.push(&b.label);
+        for label in self.band_labels() {
             let swatch = format!(
-                r##"<rect x="{left}" y="{{Y}}" width="22" height="8" transform="translate(0 -4)" fill="#f4c7c3"/>"##
+                r#"<rect x="{left}" y="{{Y}}" width="22" height="8" transform="translate(0 -4)" fill="{}"/>"#,
+                self.band_color(label)
             );
-            entry(s, swatch, &b.label);
+            entry(s, swatch, label);
         }
+    }
+
+    /// The bands' distinct labels, in order of first appearance.
+    fn band_labels(&self) -> Vec<&str> {
+        let mut labels: Vec<&str> = Vec::new();
+        for b in &self.bands {
+            if !labels.contains(&b.label.as_str()) {
+                labels.push(&b.label);
+            }
+        }
+        labels
+    }
+
+    /// The shade of the bands labelled `label`.
+    fn band_color(&self, label: &str) -> &'static str {
+        let i = self.band_labels().iter().position(|l| *l == label).unwrap_or(0);
+        BAND_COLORS[i % BAND_COLORS.len()]
     }
 }
 
@@ -268,12 +292,24 @@ impl Axis {
         Axis::Linear { min: (min / step).floor() * step, max: (max / step).ceil() * step, step }
     }
 
-    /// The decades around the positive values (one decade if there are none).
+    /// The decades around the positive values (1 to 10 if there are none).
     fn log(values: impl Iterator<Item = f64>) -> Axis {
-        let (lo, hi) = range(values.filter(|v| *v > 0.0));
+        let positive: Vec<f64> = values.filter(|v| v.is_finite() && *v > 0.0).collect();
+        if positive.is_empty() {
+            return Axis::Log { lo: 0, hi: 1 };
+        }
+        let (lo, hi) = range(positive.into_iter());
         let hi_exp = hi.log10().ceil() as i32;
         let lo_exp = (lo.log10().floor() as i32).min(hi_exp - 1);
         Axis::Log { lo: lo_exp, hi: hi_exp }
+    }
+
+    /// Whether a value has a place on the axis (a log axis has none for zero or less).
+    fn shows(self, v: f64) -> bool {
+        match self {
+            Axis::Linear { .. } => true,
+            Axis::Log { .. } => v > 0.0,
+        }
     }
 
     fn fraction(self, v: f64) -> f64 {
@@ -307,10 +343,6 @@ fn number(v: f64) -> String {
     let s = format!("{v:.3}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     if s == "-0" { "0".to_string() } else { s.to_string() }
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 #[cfg(test)]
@@ -364,5 +396,34 @@ mod tests {
         assert_eq!(svg, chart(Scale::Log).svg(), "deterministic");
         let markers = Chart { markers: true, ..chart(Scale::Linear) }.svg();
         assert_eq!(markers.matches("<circle").count(), 4);
+    }
+
+    #[test]
+    fn bands_of_different_kinds_get_different_shades() {
+        let mut c = chart(Scale::Linear);
+        c.bands.push(Band { from: 6.0, to: 6.0, label: "restart".into() });
+        c.bands.push(Band { from: 8.0, to: 9.0, label: "partition".into() });
+        let svg = c.svg();
+        assert_ne!(c.band_color("partition"), c.band_color("restart"));
+        // Two panels × two partitions + the legend; two panels × one restart + the legend.
+        assert_eq!(svg.matches(&format!("fill=\"{}\"", c.band_color("partition"))).count(), 5);
+        assert_eq!(svg.matches(&format!("fill=\"{}\"", c.band_color("restart"))).count(), 3);
+    }
+
+    #[test]
+    fn gaps_and_zeros_break_the_line_and_an_empty_log_chart_still_draws() {
+        let mut c = chart(Scale::Log);
+        c.panels[0].lines[0].1 = vec![(0.0, 20.0), (1.0, 30.0), (2.0, f64::NAN), (3.0, 0.0), (4.0, 40.0), (5.0, 50.0)];
+        c.panels.truncate(1);
+        c.rules.clear();
+        let svg = c.svg();
+        assert_eq!(svg.matches("<polyline").count(), 2, "two runs around the gap: {svg}");
+        assert!(!svg.contains("NaN"));
+        // Nothing positive to show (a run where nothing completed): one decade, no lines, no hang.
+        c.panels[0].lines[0].1 = vec![(0.0, f64::NAN), (1.0, 0.0)];
+        assert_eq!(Axis::log([0.0, f64::NAN].into_iter()), Axis::Log { lo: 0, hi: 1 });
+        let svg = c.svg();
+        assert_eq!(svg.matches("<polyline").count(), 0);
+        assert!(svg.ends_with("</svg>\n"));
     }
 }

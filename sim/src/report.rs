@@ -504,52 +504,121 @@ fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
     })
 }
 
+/// A table both the Markdown report and `report.html` render: the same headers, cells and number
+/// formats in both.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Table {
+    /// Column headers; `numeric[i]` right-aligns column `i`.
+    pub(crate) headers: &'static [&'static str],
+    pub(crate) numeric: &'static [bool],
+    pub(crate) rows: Vec<TableRow>,
+}
+
+/// One row: its cells, and whether it is a total (bold) or a failed check (marked).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TableRow {
+    pub(crate) cells: Vec<String>,
+    pub(crate) total: bool,
+    pub(crate) failed: bool,
+}
+
+impl Table {
+    /// The table in Markdown.
+    fn markdown(&self) -> String {
+        let mut s = format!("| {} |\n|", self.headers.join(" | "));
+        for &n in self.numeric {
+            s.push_str(if n { "---:|" } else { "---|" });
+        }
+        s.push('\n');
+        for r in &self.rows {
+            let _ = writeln!(s, "| {} |", r.cells.join(" | "));
+        }
+        s
+    }
+}
+
+/// Where every event went, per system and class, with each system's total.
+pub(crate) fn comparison_table(d: &Deterministic) -> Table {
+    let sbar = d.mean_service_ms;
+    let rows = d
+        .systems
+        .iter()
+        .flat_map(|sys| {
+            let classes = sys.classes.iter().map(|c| (c, false));
+            classes.chain(std::iter::once((&sys.total, true))).map(move |(c, total)| TableRow {
+                cells: vec![
+                    sys.name.clone(),
+                    c.class.clone(),
+                    (c.offered_fresh + c.offered_retry).to_string(),
+                    c.handled.to_string(),
+                    format!("{:.1}%", 100.0 * c.goodput_ratio),
+                    c.rejected.values().sum::<u64>().to_string(),
+                    c.dead_lettered.values().sum::<u64>().to_string(),
+                    c.lost.to_string(),
+                    format!("{:.1}", c.latency_ms.p50),
+                    format!("{:.1}", c.latency_ms.p99),
+                    format!("{:.1}", c.latency_ms.max),
+                    format!("{:.1}", c.latency_ms.p99 / sbar),
+                ],
+                total,
+                failed: false,
+            })
+        })
+        .collect();
+    Table {
+        headers: &[
+            "system",
+            "class",
+            "offered",
+            "handled",
+            "goodput",
+            "rejected",
+            "dead-lettered",
+            "lost",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "p99 / S̄",
+        ],
+        numeric: &[false, false, true, true, true, true, true, true, true, true, true, true],
+        rows,
+    }
+}
+
+/// The theory checks: each quantity against its queueing-theory value.
+pub(crate) fn theory_table(d: &Deterministic) -> Table {
+    let rows = d
+        .theory
+        .iter()
+        .map(|t| TableRow {
+            cells: vec![
+                t.system.clone(),
+                t.class.clone(),
+                t.quantity.clone(),
+                format!("{:.2}", t.theory),
+                format!("{:.2} ± {:.2}", t.measured.mean, t.measured.half_width),
+                if t.holds { "yes" } else { "NO" }.to_string(),
+            ],
+            total: false,
+            failed: !t.holds,
+        })
+        .collect();
+    Table {
+        headers: &["system", "class", "quantity", "theory", "measured (95% CI)", "holds"],
+        numeric: &[false, false, false, true, true, false],
+        rows,
+    }
+}
+
 /// The comparison table, in Markdown.
 pub fn markdown(d: &Deterministic) -> String {
     let mut s = String::new();
-    let sbar = d.mean_service_ms;
-    let _ = writeln!(s, "### {} — seed {} (S̄ = {} ms, {} s)\n", d.scenario, d.stamp.seed, sbar, d.duration_s);
-    let _ = writeln!(
-        s,
-        "| system | class | offered | handled | goodput | rejected | dead-lettered | lost | p50 ms | p99 ms | max ms | p99 / S̄ |"
-    );
-    let _ = writeln!(s, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for sys in &d.systems {
-        for c in sys.classes.iter().chain(std::iter::once(&sys.total)) {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {:.1}% | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                sys.name,
-                c.class,
-                c.offered_fresh + c.offered_retry,
-                c.handled,
-                100.0 * c.goodput_ratio,
-                c.rejected.values().sum::<u64>(),
-                c.dead_lettered.values().sum::<u64>(),
-                c.lost,
-                c.latency_ms.p50,
-                c.latency_ms.p99,
-                c.latency_ms.max,
-                c.latency_ms.p99 / sbar,
-            );
-        }
-    }
+    let _ =
+        writeln!(s, "### {} — seed {} (S̄ = {} ms, {} s)\n", d.scenario, d.stamp.seed, d.mean_service_ms, d.duration_s);
+    s.push_str(&comparison_table(d).markdown());
     if !d.theory.is_empty() {
-        let _ = writeln!(s, "\n| system | class | quantity | theory | measured (95% CI) | holds |");
-        let _ = writeln!(s, "|---|---|---|---:|---:|---|");
-        for t in &d.theory {
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {:.2} | {:.2} ± {:.2} | {} |",
-                t.system,
-                t.class,
-                t.quantity,
-                t.theory,
-                t.measured.mean,
-                t.measured.half_width,
-                if t.holds { "yes" } else { "NO" }
-            );
-        }
+        s.push('\n');
+        s.push_str(&theory_table(d).markdown());
     }
     let broken: Vec<&str> =
         d.systems.iter().flat_map(|s| s.identities.iter()).filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();

@@ -159,6 +159,17 @@ fn replay_reproduces_a_report_from_its_stamp() {
         assert!(dir.join("r").join(f).exists(), "{f} missing");
         assert!(stdout.contains(&format!("wrote {}", dir.join("r").join(f).display())), "the CLI names {f}: {stdout}");
     }
+    // The page and the Markdown report show the same table: every cell of every row.
+    let md = std::fs::read_to_string(dir.join("r/report.md")).unwrap();
+    let html = std::fs::read_to_string(dir.join("r/report.html")).unwrap();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| system")).collect();
+    assert!(rows.len() >= 2, "{md}");
+    for row in rows {
+        let cells: Vec<String> = row.trim_matches('|').split(" | ").map(|c| format!(">{}</td>", c.trim())).collect();
+        for cell in &cells {
+            assert!(html.contains(cell.as_str()), "{cell} of `{row}` missing from report.html");
+        }
+    }
     let out = cli().args(["replay", report.to_str().unwrap()]).output().unwrap();
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("identical"),
@@ -254,4 +265,21 @@ checks = ["veltrix.identities_hold == 1", "naive.identities_hold == 1", "veltrix
     assert!(v.crashed > 0, "something was inside when it crashed");
     assert_eq!(v.lost, v.crashed, "Veltrix loses nothing but what the crash took");
     assert!(v.lost_on_wire > 0, "attempts sent while the server was down never arrived");
+}
+
+#[test]
+fn json_output_is_the_report_alone_on_stdout() {
+    let dir = std::env::temp_dir().join(format!("veltrix-sim-json-{}", std::process::id()));
+    let file = dir.join("ok.toml");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(&file, GOOD).unwrap();
+    let out = cli()
+        .args(["run", file.to_str().unwrap(), "--seed", "4", "--json", "--out", dir.join("o").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON document");
+    assert_eq!(report["deterministic"]["stamp"]["seed"], 4);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("seed: 4 (command line)") && err.contains("wrote "), "{err}");
 }
