@@ -554,14 +554,16 @@ impl Fetch {
             Ok(()) => {
                 counters.submitted.fetch_add(1, Ordering::Relaxed);
             }
-            Err(SubmitError::Closed(event)) => {
+            // Refused by the class's overload policy: settled as its policy says.
+            Err(SubmitError::Full(event) | SubmitError::Rejected(event)) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
-                event.settle(AckKind::Nak(None)).await;
+                event.settle(event.shed_action()).await;
             }
+            // Closed (the node is stopping), or a refusal this node does not know: the stream
+            // keeps the message and delivers it again, here or to another node.
             Err(e) => {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
-                let event = e.into_inner();
-                event.settle(event.shed_action()).await;
+                e.into_inner().settle(AckKind::Nak(None)).await;
             }
         }
     }

@@ -439,36 +439,34 @@ impl SystemDef {
 
 impl RawSystem {
     /// The validated system.
-    fn into_def(self, i: usize) -> Result<SystemDef, (Option<Range<usize>>, String, String)> {
+    fn into_def(self, i: usize) -> Result<SystemDef, Invalid> {
         let field = |f: &str| format!("system[{i}].{f}");
-        let only_veltrix = self.scheduler.is_some()
-            || self.cap.is_some()
-            || self.window.is_some()
-            || self.deadlines.is_some()
-            || !self.class.is_empty();
-        let not_here = |what: &str| {
-            Err((
+        let kind = self.kind.get_ref().as_str();
+        // The keys only some kinds read, and whether this system sets each.
+        let set = [
+            ("capacity", self.capacity.is_some(), kind == "naive-fifo"),
+            ("scheduler", self.scheduler.is_some(), kind != "veltrix"),
+            ("cap", self.cap.is_some(), kind != "veltrix"),
+            ("window", self.window.is_some(), kind != "veltrix"),
+            ("deadlines", self.deadlines.is_some(), kind != "veltrix"),
+            ("class", !self.class.is_empty(), kind != "veltrix"),
+        ];
+        if KINDS.contains(&kind)
+            && let Some((key, ..)) = set.iter().find(|(_, is_set, misplaced)| *is_set && *misplaced)
+        {
+            let readers = if *key == "capacity" { "`fifo` and `veltrix` systems" } else { "`veltrix` systems" };
+            return Err((
                 Some(self.kind.span()),
-                field("kind"),
-                format!("{what} does not apply to a `{}` system", self.kind.get_ref()),
-            ))
-        };
-        match self.kind.get_ref().as_str() {
-            "naive-fifo" => {
-                if self.capacity.is_some() || only_veltrix {
-                    return not_here("capacity, scheduler, cap, window, deadlines or class");
-                }
-                Ok(SystemDef::NaiveFifo { name: self.name })
-            }
-            "fifo" => {
-                if only_veltrix {
-                    return not_here("scheduler, cap, window, deadlines or class");
-                }
-                match self.capacity {
-                    Some(c) if c > 0 => Ok(SystemDef::Fifo { name: self.name, capacity: c }),
-                    _ => Err((Some(self.name.span()), field("capacity"), "a `fifo` system needs capacity ≥ 1".into())),
-                }
-            }
+                field(key),
+                format!("`{key}` does not apply to a `{kind}` system (only {readers} read it)"),
+            ));
+        }
+        match kind {
+            "naive-fifo" => Ok(SystemDef::NaiveFifo { name: self.name }),
+            "fifo" => match self.capacity {
+                Some(c) if c > 0 => Ok(SystemDef::Fifo { name: self.name, capacity: c }),
+                _ => Err((Some(self.name.span()), field("capacity"), "a `fifo` system needs capacity ≥ 1".into())),
+            },
             "veltrix" => Ok(SystemDef::Veltrix {
                 name: self.name,
                 scheduler: self.scheduler.unwrap_or_default(),
@@ -481,11 +479,18 @@ impl RawSystem {
             other => Err((
                 Some(self.kind.span()),
                 field("kind"),
-                format!("unknown system kind `{other}` (naive-fifo, fifo, veltrix)"),
+                format!(
+                    "unknown system kind `{other}` ({}){}",
+                    KINDS.join(", "),
+                    crate::suggest::hint(other, KINDS.into_iter())
+                ),
             )),
         }
     }
 }
+
+/// The kinds of system a scenario can compare.
+const KINDS: [&str; 3] = ["naive-fifo", "fifo", "veltrix"];
 
 impl SystemDef {
     fn name_span(&self) -> Range<usize> {
@@ -610,7 +615,9 @@ impl Scenario {
         Ok(scenario)
     }
 
-    fn validate(&mut self) -> Result<(), (Option<Range<usize>>, String, String)> {
+    /// Every rule a parsed file must meet, section by section; the first broken one is returned
+    /// with the field it concerns.
+    fn validate(&mut self) -> Result<(), Invalid> {
         self.systems = self
             .raw_systems
             .get_ref()
@@ -619,7 +626,6 @@ impl Scenario {
             .enumerate()
             .map(|(i, r)| r.into_def(i))
             .collect::<Result<_, _>>()?;
-        let bad = |span: Range<usize>, field: &str, msg: String| Err((Some(span), field.to_string(), msg));
         if *self.schema.get_ref() != SCHEMA {
             return bad(
                 self.schema.span(),
@@ -627,6 +633,14 @@ impl Scenario {
                 format!("schema {} is not supported (this simulator reads {SCHEMA})", self.schema.get_ref()),
             );
         }
+        self.validate_classes()?;
+        self.validate_limits()?;
+        self.validate_faults()?;
+        self.validate_systems()?;
+        self.validate_expect()
+    }
+
+    fn validate_classes(&self) -> Result<(), Invalid> {
         let classes = self.classes.get_ref();
         if classes.is_empty() || classes.len() > veltrix_engine::MAX_CLASSES {
             return bad(
@@ -643,17 +657,37 @@ impl Scenario {
                     format!("class name `{}` is empty or repeated", c.name.get_ref()),
                 );
             }
-            for (j, s) in c.arrivals.steps.iter().enumerate() {
-                if s.to_s.0 <= s.from_s.0 {
-                    return bad(
-                        c.name.span(),
-                        &format!("class[{i}].arrivals.steps[{j}]"),
-                        "to_s must be after from_s".into(),
-                    );
+            for (j, step) in c.arrivals.steps.iter().enumerate() {
+                if step.to_s.0 <= step.from_s.0 {
+                    let field = format!("class[{i}].arrivals.steps[{j}].to_s");
+                    return bad(c.name.span(), &field, "to_s must be after from_s".into());
                 }
             }
+            if c.deadline_ms.is_some_and(|d| d.0 > 8.64e7) {
+                return bad(c.name.span(), &format!("class[{i}].deadline_ms"), "at most one day".into());
+            }
         }
-        // Ranges that keep every time in nanoseconds well inside u64 and every queue allocatable.
+        // Every arrival is drawn before the run and held in memory: bound them all.
+        let expected: Vec<f64> = classes.iter().map(|c| c.arrivals.expected(self.duration_s.0)).collect();
+        let total: f64 = expected.iter().sum();
+        if total > MAX_ARRIVALS as f64 {
+            let (k, _) = expected.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("at least one class");
+            let field = format!("class[{k}].arrivals.{}", busiest_rate(&classes[k].arrivals, self.duration_s.0));
+            return bad(
+                classes[k].name.span(),
+                &field,
+                format!(
+                    "the rates and duration_s give about {total:.3e} arrivals (class `{}` the most); at most \
+                     {MAX_ARRIVALS} are simulated",
+                    classes[k].name.get_ref()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Ranges that keep every time in nanoseconds well inside u64, and the host and client sane.
+    fn validate_limits(&self) -> Result<(), Invalid> {
         let limits: [(&str, f64, f64); 6] = [
             ("duration_s", self.duration_s.0, 1e6),
             ("warmup_s", self.warmup_s.0, self.duration_s.0),
@@ -667,60 +701,65 @@ impl Scenario {
                 return bad(self.classes.span(), field, format!("{value} is above the maximum {max}"));
             }
         }
-        // Every arrival is drawn before the run and held in memory: bound them all.
-        let expected: Vec<f64> = classes.iter().map(|c| c.arrivals.expected(self.duration_s.0)).collect();
-        let total: f64 = expected.iter().sum();
-        if total > MAX_ARRIVALS as f64 {
-            let (k, _) = expected.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).expect("at least one class");
-            return bad(
-                classes[k].name.span(),
-                &format!("class[{k}].arrivals.rate_per_s"),
-                format!(
-                    "the rates and duration_s give about {total:.3e} arrivals (class `{}` the most); at most \
-                     {MAX_ARRIVALS} are simulated",
-                    classes[k].name.get_ref()
-                ),
-            );
-        }
-        if self.workers > 1024 {
-            return bad(self.classes.span(), "workers", "at most 1024 workers".into());
-        }
-        if self.client.max_attempts > 255 {
-            return bad(
-                self.classes.span(),
+        let rules: [(bool, &str, &str); 5] = [
+            (self.workers == 0, "workers", "at least 1 worker is needed"),
+            (self.workers > 1024, "workers", "at most 1024 workers"),
+            (self.client.max_attempts == 0, "client.max_attempts", "at least 1 attempt is needed"),
+            (
+                self.client.max_attempts > 255,
                 "client.max_attempts",
-                "at most 255 attempts (the attempt travels in one byte)".into(),
-            );
+                "at most 255 attempts (the attempt travels in one byte)",
+            ),
+            (
+                self.client.max_attempts > 1 && self.client.timeout_ms.is_none(),
+                "client.max_attempts",
+                "retries need a timeout (client.timeout_ms)",
+            ),
+        ];
+        match rules.into_iter().find(|r| r.0) {
+            Some((_, field, message)) => bad(self.classes.span(), field, message.into()),
+            None => Ok(()),
         }
-        // Windows of one kind must not overlap (a release would end the other window early), and
-        // must end before the run does.
-        let mut partitions: Vec<(f64, f64)> = self.faults.partition.iter().map(|w| (w.from_s.0, w.to_s.0)).collect();
-        let mut crashes: Vec<(f64, f64)> =
-            self.faults.crash.iter().map(|c| (c.at_s.0, c.at_s.0 + c.down_s.0)).collect();
-        for (name, windows) in [("faults.partition", &mut partitions), ("faults.crash", &mut crashes)] {
-            windows.sort_by(|a, b| a.0.total_cmp(&b.0));
-            if windows.windows(2).any(|w| w[1].0 < w[0].1) {
-                return bad(self.classes.span(), name, "windows overlap".into());
+    }
+
+    /// Each window ends after it starts and before the run does; windows of one kind do not
+    /// overlap (a release would end the other window early).
+    fn validate_faults(&self) -> Result<(), Invalid> {
+        let end = self.duration_s.0;
+        let f = &self.faults;
+        let kinds: [(&str, Vec<Span>, &str); 4] = [
+            ("faults.partition", f.partition.iter().map(|w| (w.from_s.0, w.to_s.0)).collect(), "to_s"),
+            ("faults.capacity_drop", f.capacity_drop.iter().map(|w| (w.from_s.0, w.to_s.0)).collect(), "to_s"),
+            ("faults.crash", f.crash.iter().map(|c| (c.at_s.0, c.at_s.0 + c.down_s.0)).collect(), "down_s"),
+            ("faults.restart", f.restart.iter().map(|r| (r.at_s.0, r.at_s.0)).collect(), "at_s"),
+        ];
+        for (name, windows, end_field) in kinds {
+            for (j, &(from, to)) in windows.iter().enumerate() {
+                let field = format!("{name}[{j}].{end_field}");
+                if to < from || (to == from && end_field == "to_s") {
+                    return bad(self.classes.span(), &field, "to_s must be after from_s".into());
+                }
+                if to >= end {
+                    return bad(self.classes.span(), &field, format!("must end before duration_s ({end} s)"));
+                }
             }
-            if windows.iter().any(|w| w.1 >= self.duration_s.0) {
-                return bad(self.classes.span(), name, "every window must end before duration_s".into());
+            if name == "faults.capacity_drop" || name == "faults.restart" {
+                // Capacity drops combine (the smallest factor applies); restarts are instants.
+                continue;
+            }
+            for (j, &(from, to)) in windows.iter().enumerate() {
+                let overlaps = |&(k, &(f2, t2)): &(usize, &Span)| k != j && f2 < to && from < t2;
+                if let Some((k, _)) = windows.iter().enumerate().find(overlaps) {
+                    let field = format!("{name}[{j}]");
+                    return bad(self.classes.span(), &field, format!("overlaps {name}[{k}]"));
+                }
             }
         }
-        for (i, c) in classes.iter().enumerate() {
-            if c.deadline_ms.is_some_and(|d| d.0 > 8.64e7) {
-                return bad(c.name.span(), &format!("class[{i}].deadline_ms"), "at most one day".into());
-            }
-        }
-        if self.workers == 0 {
-            return bad(self.classes.span(), "workers", "at least 1 worker is needed".into());
-        }
-        if self.client.max_attempts == 0 {
-            return bad(self.classes.span(), "client.max_attempts", "at least 1 attempt is needed".into());
-        }
-        if self.client.max_attempts > 1 && self.client.timeout_ms.is_none() {
-            return bad(self.classes.span(), "client.timeout_ms", "retries need a timeout".into());
-        }
-        let systems = &self.systems;
+        Ok(())
+    }
+
+    fn validate_systems(&self) -> Result<(), Invalid> {
+        let (systems, classes) = (&self.systems, self.classes.get_ref());
         if systems.is_empty() {
             return bad(self.raw_systems.span(), "system", "at least one system is needed".into());
         }
@@ -732,72 +771,77 @@ impl Scenario {
                     format!("system name `{}` is empty, has a dot, or is repeated", s.name()),
                 );
             }
-            if let SystemDef::Veltrix { classes: overrides, capacity, name, .. } = s {
-                // The simulator's own limits; the engine's rules come next, from the engine.
-                if *capacity > 1_000_000 || overrides.iter().any(|o| o.capacity.is_some_and(|c| c > 1_000_000)) {
-                    return bad(
-                        name.span(),
-                        &format!("system[{i}].capacity"),
-                        "at most 1,000,000 events per class (allocated up front)".into(),
-                    );
+            let SystemDef::Veltrix { classes: overrides, capacity, name, .. } = s else { continue };
+            // The simulator's own limits; the engine's rules come next, from the engine.
+            const MAX_CAPACITY: &str = "at most 1,000,000 events per class (allocated up front)";
+            if *capacity > 1_000_000 {
+                return bad(name.span(), &format!("system[{i}].capacity"), MAX_CAPACITY.into());
+            }
+            for (j, o) in overrides.iter().enumerate() {
+                let field = |key: &str| format!("system[{i}].class[{j}].{key}");
+                if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
+                    let hint =
+                        crate::suggest::hint(o.name.get_ref(), classes.iter().map(|c| c.name.get_ref().as_str()));
+                    return bad(o.name.span(), &field("name"), format!("no class `{}`{hint}", o.name.get_ref()));
                 }
-                for (j, o) in overrides.iter().enumerate() {
-                    let codel_ok = |v: Option<Positive>| v.is_none_or(|v| (0.001..=3.6e6).contains(&v.0));
-                    if !codel_ok(o.codel_target_ms) || !codel_ok(o.codel_interval_ms) {
-                        return bad(
-                            o.name.span(),
-                            &format!("system[{i}].class[{j}]"),
-                            "codel times must be in [0.001, 3600000] ms".into(),
-                        );
-                    }
-                    if !classes.iter().any(|c| c.name.get_ref() == o.name.get_ref()) {
-                        return bad(
-                            o.name.span(),
-                            &format!("system[{i}].class[{j}].name"),
-                            format!("no class `{}`", o.name.get_ref()),
-                        );
+                if o.capacity.is_some_and(|c| c > 1_000_000) {
+                    return bad(o.name.span(), &field("capacity"), MAX_CAPACITY.into());
+                }
+                let codel_ok = |v: Option<Positive>| v.is_none_or(|v| (0.001..=3.6e6).contains(&v.0));
+                for (key, value) in [("codel_target_ms", o.codel_target_ms), ("codel_interval_ms", o.codel_interval_ms)]
+                {
+                    if !codel_ok(value) {
+                        return bad(o.name.span(), &field(key), "codel times must be in [0.001, 3600000] ms".into());
                     }
                 }
-                if let Some(Err(e)) = s.engine_config(&self.class_names()) {
-                    // Located at the class's override when it has one, else at the system.
-                    let at = |class: &str, key: &str| match overrides.iter().position(|o| o.name.get_ref() == class) {
-                        Some(j) => (overrides[j].name.span(), format!("system[{i}].class[{j}].{key}")),
-                        None => (name.span(), format!("system[{i}].{key}")),
-                    };
-                    let (span, field) = match &e {
-                        BuildError::ZeroCapacity { class } | BuildError::CapacityTooLarge { class, .. } => {
-                            at(class, "capacity")
-                        }
-                        BuildError::ZeroWeight { class } => at(class, "weight"),
-                        BuildError::ZeroCodelParameter { class } => at(class, "codel_target_ms"),
-                        BuildError::CapOutOfRange { .. } => (name.span(), format!("system[{i}].cap")),
-                        BuildError::ZeroWindow => (name.span(), format!("system[{i}].window")),
-                        // The scenario's classes were checked above; a rule the engine adds later
-                        // is still reported, at the system.
-                        _ => (name.span(), format!("system[{i}]")),
-                    };
-                    return bad(span, &field, e.to_string());
-                }
+            }
+            if let Some(Err(e)) = s.engine_config(&self.class_names()) {
+                // At the class's override when it sets the field, else at the system.
+                let at = |class: &str, key: &str, set: fn(&VeltrixClass) -> bool| match overrides
+                    .iter()
+                    .position(|o| o.name.get_ref() == class && set(o))
+                {
+                    Some(j) => (overrides[j].name.span(), format!("system[{i}].class[{j}].{key}")),
+                    None => (name.span(), format!("system[{i}].{key}")),
+                };
+                let (span, field) = match &e {
+                    BuildError::ZeroCapacity { class } | BuildError::CapacityTooLarge { class, .. } => {
+                        at(class, "capacity", |o| o.capacity.is_some())
+                    }
+                    BuildError::ZeroWeight { class } => at(class, "weight", |o| o.weight.is_some()),
+                    BuildError::ZeroCodelParameter { class } => {
+                        at(class, "codel_target_ms", |o| o.codel_target_ms.is_some())
+                    }
+                    BuildError::CapOutOfRange { .. } => (name.span(), format!("system[{i}].cap")),
+                    BuildError::ZeroWindow => (name.span(), format!("system[{i}].window")),
+                    // The scenario's classes were checked above; a rule the engine adds later
+                    // is still reported, at the system.
+                    _ => (name.span(), format!("system[{i}]")),
+                };
+                return bad(span, &field, e.to_string());
             }
         }
-        for w in &self.faults.partition {
-            if w.to_s.0 <= w.from_s.0 {
-                return bad(self.classes.span(), "faults.partition", "to_s must be after from_s".into());
-            }
-        }
+        Ok(())
+    }
+
+    /// Each `[expect]` line parses, names a metric that exists, and a system and class of this
+    /// file.
+    fn validate_expect(&self) -> Result<(), Invalid> {
+        let (systems, classes) = (&self.systems, self.classes.get_ref());
         for (i, line) in self.expect.checks.iter().enumerate() {
+            let field = format!("expect.checks[{i}]");
             let check = crate::expect::Check::parse(line.get_ref())
                 .and_then(|c| c.check_metric().map(|()| c))
-                .map_err(|e| (Some(line.span()), format!("expect.checks[{i}]"), e))?;
+                .map_err(|e| (Some(line.span()), field.clone(), e))?;
             if !systems.iter().any(|s| s.name() == check.system) {
                 let hint = crate::suggest::hint(&check.system, systems.iter().map(SystemDef::name));
-                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no system `{}`{hint}", check.system));
+                return bad(line.span(), &field, format!("no system `{}`{hint}", check.system));
             }
             if let Some(class) = &check.class
                 && !classes.iter().any(|c| c.name.get_ref() == class)
             {
                 let hint = crate::suggest::hint(class, classes.iter().map(|c| c.name.get_ref().as_str()));
-                return bad(line.span(), &format!("expect.checks[{i}]"), format!("no class `{class}`{hint}"));
+                return bad(line.span(), &field, format!("no class `{class}`{hint}"));
             }
         }
         Ok(())
@@ -834,6 +878,28 @@ impl Scenario {
     /// Mean service time S̄ in ms.
     pub fn mean_service_ms(&self) -> f64 {
         self.service.mean_ms()
+    }
+}
+
+/// A time window `(from, to)` in seconds.
+type Span = (f64, f64);
+
+/// A broken rule: where (if known), the field's dotted path, and what is wrong.
+type Invalid = (Option<Range<usize>>, String, String);
+
+fn bad<T>(span: Range<usize>, field: &str, message: String) -> Result<T, Invalid> {
+    Err((Some(span), field.to_string(), message))
+}
+
+/// Which rate of `arrivals` brings the most arrivals in `[0, end)`: `rate_per_s` or
+/// `steps[j].rate_per_s`.
+fn busiest_rate(arrivals: &Arrivals, end: f64) -> String {
+    let in_run = |from: f64, to: f64| (to.min(end) - from.min(end)).max(0.0);
+    let steps: Vec<f64> = arrivals.steps.iter().map(|s| s.rate_per_s.0 * in_run(s.from_s.0, s.to_s.0)).collect();
+    let base = arrivals.expected(end) - steps.iter().sum::<f64>();
+    match steps.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)) {
+        Some((j, &most)) if most > base => format!("steps[{j}].rate_per_s"),
+        _ => "rate_per_s".to_string(),
     }
 }
 
@@ -950,7 +1016,7 @@ name = "naive"
         let e = Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nworkers = 0"), "t.toml").unwrap_err();
         assert_eq!((e.field.as_str(), e.line, e.column), ("workers", 5, 11), "{e}");
         let e = Scenario::parse(&(OK.to_string() + "[client]\nmax_attempts = 3\n"), "t.toml").unwrap_err();
-        assert_eq!((e.field.as_str(), e.line), ("client.timeout_ms", 12), "retries need a timeout: at [client]: {e}");
+        assert_eq!((e.field.as_str(), e.line), ("client.max_attempts", 13), "retries need a timeout: {e}");
         let e =
             Scenario::parse(&OK.replace("duration_s = 10", "duration_s = 10\nwarmup_s = 20"), "t.toml").unwrap_err();
         assert_eq!((e.field.as_str(), e.line), ("warmup_s", 5), "{e}");
@@ -994,5 +1060,87 @@ name = "naive"
         let e = Scenario::parse(&with("[[system.class]]\nname = \"A\"\nweight = 0\n"), "t.toml").unwrap_err();
         assert_eq!(e.field, "system[1].class[0].weight", "{e}");
         assert_eq!(e.line, 17, "at the override's weight: {e}");
+    }
+
+    #[test]
+    fn each_error_names_the_key_it_is_about_and_its_line() {
+        let parse = |src: &str| Scenario::parse(src, "t.toml").unwrap_err();
+        let system = |lines: &str| OK.to_string() + "[[system]]\n" + lines;
+        // (file, field, line, part of the message)
+        let cases = [
+            (
+                system("kind = \"fifo\"\nname = \"f\"\ncapacity = 5\nscheduler = \"strict\"\n"),
+                "system[1].scheduler",
+                16,
+                "`scheduler` does not apply to a `fifo` system",
+            ),
+            (
+                system("kind = \"naive-fifo\"\nname = \"f\"\ncapacity = 5\n"),
+                "system[1].capacity",
+                15,
+                "only `fifo` and `veltrix` systems",
+            ),
+            (system("kind = \"veltirx\"\nname = \"v\"\n"), "system[1].kind", 13, "Did you mean `veltrix`?"),
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\n[[system.class]]\nname = \"A\"\ncodel_interval_ms = 1e9\n"),
+                "system[1].class[0].codel_interval_ms",
+                17,
+                "codel times",
+            ),
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\n[[system.class]]\nname = \"A\"\ncapacity = 2000000\n"),
+                "system[1].class[0].capacity",
+                17,
+                "at most 1,000,000",
+            ),
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\n[[system.class]]\nname = \"B\"\n"),
+                "system[1].class[0].name",
+                16,
+                "no class `B`",
+            ),
+            // The zero capacity is the system's: the override does not set one.
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\ncapacity = 0\n[[system.class]]\nname = \"A\"\nweight = 2\n"),
+                "system[1].capacity",
+                15,
+                "capacity",
+            ),
+            (
+                OK.to_string() + "[faults]\npartition = [{ from_s = 1, to_s = 3 },\n  { from_s = 2, to_s = 4 }]\n",
+                "faults.partition[0]",
+                13,
+                "overlaps faults.partition[1]",
+            ),
+            (
+                OK.to_string() + "[faults]\npartition = [{ from_s = 1, to_s = 3 },\n  { from_s = 5, to_s = 4 }]\n",
+                "faults.partition[1].to_s",
+                14,
+                "to_s must be after from_s",
+            ),
+            (
+                OK.to_string() + "[faults]\nrestart = [{ at_s = 12 }]\n",
+                "faults.restart[0].at_s",
+                13,
+                "before duration_s",
+            ),
+            (
+                OK.to_string() + "[faults]\ncrash = [{ at_s = 8, down_s = 5 }]\n",
+                "faults.crash[0].down_s",
+                13,
+                "before duration_s",
+            ),
+            (
+                OK.replace("rate_per_s = 10", "rate_per_s = 10, steps = [{ from_s = 1, to_s = 9, rate_per_s = 1e10 }]"),
+                "class[0].arrivals.steps[0].rate_per_s",
+                8,
+                "arrivals",
+            ),
+        ];
+        for (src, field, line, message) in cases {
+            let e = parse(&src);
+            assert_eq!((e.field.as_str(), e.line), (field, line), "{e}\n{src}");
+            assert!(e.message.contains(message), "{e}");
+        }
     }
 }

@@ -47,7 +47,7 @@ impl ClientPlan {
     }
 }
 
-pub(super) struct Pending {
+struct Pending {
     pub(super) arrival: Arrival,
     /// The latest attempt sent.
     pub(super) attempt: u32,
@@ -84,134 +84,183 @@ pub(super) async fn client_main(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientCla
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     };
-    // Classes of the frames in `out`, to count the ones that cannot be written.
-    let mut out_classes: Vec<u8> = Vec::new();
-
-    let mut pending: BTreeMap<u64, Pending> = BTreeMap::new();
-    let mut timeouts: BinaryHeap<Reverse<(u64, u64, u32)>> = BinaryHeap::new();
-    let mut retries: BinaryHeap<Reverse<(u64, u64)>> = BinaryHeap::new();
-    let mut tokens = 0.0f64;
-    let mut next = 0;
-    let mut out = Vec::with_capacity(64 * REQUEST_LEN);
+    let mut client = Client::new(plan, stats);
     loop {
-        let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
-        if now >= plan.stop_ns {
+        let now = now_ns();
+        if now >= client.plan.stop_ns {
             break;
         }
-        {
-            let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            // Fresh arrivals due now.
-            while let Some(a) = plan.arrivals.get(next).filter(|a| a.at_ns <= now) {
-                next += 1;
-                stats[a.class as usize].fresh += 1;
-                tokens = (tokens + plan.retry_budget.unwrap_or(0.0)).min(100.0);
-                pending.insert(a.id, Pending { arrival: *a, attempt: 1, waiting: true, done: false });
-                send(&mut out, &plan, a, 1, a.at_ns, &mut timeouts);
-                out_classes.push(a.class);
-            }
-            // Retries due now.
-            while let Some(&Reverse((at, id))) = retries.peek().filter(|r| r.0.0 <= now) {
-                retries.pop();
-                let p = pending.get_mut(&id).expect("pending");
-                if at >= plan.end_ns {
-                    // The server has stopped: the request ends unanswered rather than with an
-                    // attempt that could still be on the wire when the simulation ends.
-                    continue;
-                }
-                p.attempt += 1;
-                p.waiting = true;
-                stats[p.arrival.class as usize].retries += 1;
-                send(&mut out, &plan, &p.arrival, p.attempt, at, &mut timeouts);
-                out_classes.push(p.arrival.class);
-            }
-            // Timeouts due now.
-            while let Some(&Reverse((at, id, attempt))) = timeouts.peek().filter(|t| t.0.0 <= now) {
-                let _ = at;
-                timeouts.pop();
-                let p = pending.get_mut(&id).expect("pending");
-                if p.done || !p.waiting || p.attempt != attempt {
-                    continue;
-                }
-                stats[p.arrival.class as usize].timeouts += 1;
-                retry_or_fail(p, &plan, now, &mut tokens, &mut retries, &mut stats);
-            }
-        }
-        if !out.is_empty() {
+        client.send_due(now);
+        if !client.out.is_empty() {
             if wr.is_none() {
                 wr = connect(&tx).await;
             }
             let written = match &mut wr {
-                Some(w) => w.write_all(&out).await.is_ok(),
+                Some(w) => w.write_all(&client.out).await.is_ok(),
                 None => false,
             };
             if !written {
                 // The server is down (crashed): these attempts fail; timeouts will retry them.
                 wr = None;
-                let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                for &class in &out_classes {
-                    stats[class as usize].send_failed += 1;
-                }
+                client.send_failed();
             }
-            out.clear();
-            out_classes.clear();
+            client.out.clear();
+            client.out_classes.clear();
         }
-        let wake = [
-            plan.arrivals.get(next).map(|a| a.at_ns),
-            timeouts.peek().map(|t| t.0.0),
-            retries.peek().map(|r| r.0.0),
-            Some(plan.stop_ns),
+        let wake = client.next_wake();
+        tokio::select! {
+            biased;
+            Some(r) = responses.recv() => client.answered(r, now_ns()),
+            _ = tokio::time::sleep_until(t0 + Duration::from_nanos(wake)) => {}
+        }
+    }
+    client.finish();
+    Ok(())
+}
+
+fn now_ns() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
+}
+
+/// The client's state between wake-ups: what is outstanding, what is due when, and the frames
+/// to write next.
+struct Client {
+    plan: ClientPlan,
+    stats: Arc<Mutex<Vec<ClientClass>>>,
+    pending: BTreeMap<u64, Pending>,
+    /// `(when, request, attempt)`: an attempt times out.
+    timeouts: BinaryHeap<Reverse<(u64, u64, u32)>>,
+    /// `(when, request)`: the next attempt goes out.
+    retries: BinaryHeap<Reverse<(u64, u64)>>,
+    /// The retry budget's tokens.
+    tokens: f64,
+    /// The next fresh arrival in `plan.arrivals`.
+    next: usize,
+    /// Encoded frames to write, and their classes (to count the ones that cannot be written).
+    out: Vec<u8>,
+    out_classes: Vec<u8>,
+}
+
+impl Client {
+    fn new(plan: ClientPlan, stats: Arc<Mutex<Vec<ClientClass>>>) -> Client {
+        Client {
+            plan,
+            stats,
+            pending: BTreeMap::new(),
+            timeouts: BinaryHeap::new(),
+            retries: BinaryHeap::new(),
+            tokens: 0.0,
+            next: 0,
+            out: Vec::with_capacity(64 * REQUEST_LEN),
+            out_classes: Vec::new(),
+        }
+    }
+
+    fn stats(&self) -> std::sync::MutexGuard<'_, Vec<ClientClass>> {
+        self.stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Fresh arrivals, retries and timeouts due by `now`: frames into `out`, counts into stats.
+    fn send_due(&mut self, now: u64) {
+        let stats = self.stats.clone();
+        let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(a) = self.plan.arrivals.get(self.next).filter(|a| a.at_ns <= now).copied() {
+            self.next += 1;
+            stats[a.class as usize].fresh += 1;
+            self.tokens = (self.tokens + self.plan.retry_budget.unwrap_or(0.0)).min(100.0);
+            self.pending.insert(a.id, Pending { arrival: a, attempt: 1, waiting: true, done: false });
+            self.send(&a, 1, a.at_ns);
+        }
+        while let Some(&Reverse((at, id))) = self.retries.peek().filter(|r| r.0.0 <= now) {
+            self.retries.pop();
+            if at >= self.plan.end_ns {
+                // The server has stopped: the request ends unanswered rather than with an
+                // attempt that could still be on the wire when the simulation ends.
+                continue;
+            }
+            let p = self.pending.get_mut(&id).expect("pending");
+            p.attempt += 1;
+            p.waiting = true;
+            stats[p.arrival.class as usize].retries += 1;
+            let (arrival, attempt) = (p.arrival, p.attempt);
+            self.send(&arrival, attempt, at);
+        }
+        while let Some(&Reverse((_, id, attempt))) = self.timeouts.peek().filter(|t| t.0.0 <= now) {
+            self.timeouts.pop();
+            let p = self.pending.get_mut(&id).expect("pending");
+            if p.done || !p.waiting || p.attempt != attempt {
+                continue;
+            }
+            stats[p.arrival.class as usize].timeouts += 1;
+            retry_or_fail(p, &self.plan, now, &mut self.tokens, &mut self.retries, &mut stats);
+        }
+    }
+
+    /// Encodes one attempt into `out` and arms its timeout.
+    fn send(&mut self, a: &Arrival, attempt: u32, at_ns: u64) {
+        let req = Request {
+            id: wire_id(a.id, attempt),
+            class: a.class,
+            arrival_ns: at_ns,
+            service_ns: a.service_ns,
+            deadline_ns: self.plan.deadline_ns[a.class as usize],
+        };
+        self.out.extend_from_slice(&req.encode());
+        self.out_classes.push(a.class);
+        if let Some(t) = self.plan.timeout_ns {
+            self.timeouts.push(Reverse((at_ns + t, a.id, attempt)));
+        }
+    }
+
+    /// The frames in `out` could not be written.
+    fn send_failed(&self) {
+        let mut stats = self.stats();
+        for &class in &self.out_classes {
+            stats[class as usize].send_failed += 1;
+        }
+    }
+
+    /// When something is next due: an arrival, a timeout, a retry, or the stop.
+    fn next_wake(&self) -> u64 {
+        [
+            self.plan.arrivals.get(self.next).map(|a| a.at_ns),
+            self.timeouts.peek().map(|t| t.0.0),
+            self.retries.peek().map(|r| r.0.0),
+            Some(self.plan.stop_ns),
         ]
         .into_iter()
         .flatten()
         .min()
-        .expect("stop is always there");
-        tokio::select! {
-            biased;
-            Some(r) = responses.recv() => {
-                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
-                let (id, attempt) = split_wire_id(r.id);
-                let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(p) = pending.get_mut(&id).filter(|p| !p.done && p.waiting && p.attempt == attempt) {
-                    if r.outcome == Outcome::Handled {
-                        p.done = true;
-                        stats[p.arrival.class as usize].succeeded += 1;
-                    } else {
-                        retry_or_fail(p, &plan, now, &mut tokens, &mut retries, &mut stats);
-                    }
-                }
+        .expect("stop is always there")
+    }
+
+    /// An answer came back: it ends its request if it answers the latest attempt.
+    fn answered(&mut self, r: Response, now: u64) {
+        let (id, attempt) = split_wire_id(r.id);
+        let stats = self.stats.clone();
+        let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = self.pending.get_mut(&id).filter(|p| !p.done && p.waiting && p.attempt == attempt) {
+            if r.outcome == Outcome::Handled {
+                p.done = true;
+                stats[p.arrival.class as usize].succeeded += 1;
+            } else {
+                retry_or_fail(p, &self.plan, now, &mut self.tokens, &mut self.retries, &mut stats);
             }
-            _ = tokio::time::sleep_until(t0 + Duration::from_nanos(wake)) => {}
         }
     }
-    let mut stats = stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    for p in pending.values().filter(|p| !p.done) {
-        stats[p.arrival.class as usize].unanswered += 1;
-    }
-    Ok(())
-}
 
-pub(super) fn send(
-    out: &mut Vec<u8>,
-    plan: &ClientPlan,
-    a: &Arrival,
-    attempt: u32,
-    at_ns: u64,
-    timeouts: &mut BinaryHeap<Reverse<(u64, u64, u32)>>,
-) {
-    let req = Request {
-        id: wire_id(a.id, attempt),
-        class: a.class,
-        arrival_ns: at_ns,
-        service_ns: a.service_ns,
-        deadline_ns: plan.deadline_ns[a.class as usize],
-    };
-    out.extend_from_slice(&req.encode());
-    if let Some(t) = plan.timeout_ns {
-        timeouts.push(Reverse((at_ns + t, a.id, attempt)));
+    /// The run is over: what never ended is unanswered.
+    fn finish(&self) {
+        let mut stats = self.stats();
+        for p in self.pending.values().filter(|p| !p.done) {
+            stats[p.arrival.class as usize].unanswered += 1;
+        }
     }
 }
 
-pub(super) fn retry_or_fail(
+/// The attempt failed (an error answer, or its timeout): retry after the back-off if attempts
+/// and the retry budget allow, else the request fails.
+fn retry_or_fail(
     p: &mut Pending,
     plan: &ClientPlan,
     now: u64,

@@ -195,52 +195,9 @@ pub fn run_system(
     let plan = ClientPlan::new(scenario, schedule, end_ns + grace_ns);
     sim.client("client", client_main(plan, client.clone()));
 
-    let mut holds: Vec<(u64, bool)> = scenario
-        .faults
-        .partition
-        .iter()
-        .flat_map(|w| [((w.from_s.0 * 1e9) as u64, true), ((w.to_s.0 * 1e9) as u64, false)])
-        .collect();
-    holds.sort();
-    let mut holds = holds.into_iter().peekable();
-    // (time, crash = true / come back = false)
-    let mut crashes: Vec<(u64, bool)> = scenario
-        .faults
-        .crash
-        .iter()
-        .flat_map(|c| [((c.at_s.0 * 1e9) as u64, true), (((c.at_s.0 + c.down_s.0) * 1e9) as u64, false)])
-        .collect();
-    crashes.sort();
-    let mut crashes = crashes.into_iter().peekable();
-    let mut down = false;
+    let mut faults = FaultScript::new(scenario);
     loop {
-        let now = sim.elapsed().as_nanos() as u64;
-        while let Some(&(at, crash)) = crashes.peek() {
-            if at > now {
-                break;
-            }
-            crashes.next();
-            if crash && !down {
-                server.crash_begins(now);
-                sim.crash("server");
-                server.crash_ends();
-                down = true;
-            } else if !crash && down {
-                sim.bounce("server");
-                down = false;
-            }
-        }
-        while let Some(&(at, hold)) = holds.peek() {
-            if at > now {
-                break;
-            }
-            if hold {
-                sim.hold("client", "server")
-            } else {
-                sim.release("client", "server")
-            }
-            holds.next();
-        }
+        faults.apply_due(&mut sim, &server);
         if sim.step().map_err(|e| format!("simulation failed: {e}"))? {
             break;
         }
@@ -266,4 +223,51 @@ pub fn run_system(
         ledger: if crashed { None } else { rec.ledger },
         sim_seconds,
     })
+}
+
+/// The scenario's partitions and crashes, as the driver applies them between steps.
+struct FaultScript {
+    /// `(when, crash = true / come back = false)`, in time order.
+    crashes: std::iter::Peekable<std::vec::IntoIter<(u64, bool)>>,
+    /// `(when, hold = true / release = false)`, in time order.
+    holds: std::iter::Peekable<std::vec::IntoIter<(u64, bool)>>,
+    down: bool,
+}
+
+impl FaultScript {
+    fn new(scenario: &Scenario) -> FaultScript {
+        let ns = |s: f64| (s * 1e9) as u64;
+        let f = &scenario.faults;
+        let mut crashes: Vec<(u64, bool)> =
+            f.crash.iter().flat_map(|c| [(ns(c.at_s.0), true), (ns(c.at_s.0 + c.down_s.0), false)]).collect();
+        let mut holds: Vec<(u64, bool)> =
+            f.partition.iter().flat_map(|w| [(ns(w.from_s.0), true), (ns(w.to_s.0), false)]).collect();
+        crashes.sort();
+        holds.sort();
+        FaultScript { crashes: crashes.into_iter().peekable(), holds: holds.into_iter().peekable(), down: false }
+    }
+
+    /// Applies what is due by the simulation's current time: crashes and returns first, then
+    /// partitions and their ends.
+    fn apply_due(&mut self, sim: &mut turmoil::Sim<'_>, server: &ServerShared) {
+        let now = sim.elapsed().as_nanos() as u64;
+        while let Some((_, crash)) = self.crashes.next_if(|&(at, _)| at <= now) {
+            if crash && !self.down {
+                server.crash_begins(now);
+                sim.crash("server");
+                server.crash_ends();
+                self.down = true;
+            } else if !crash && self.down {
+                sim.bounce("server");
+                self.down = false;
+            }
+        }
+        while let Some((_, hold)) = self.holds.next_if(|&(at, _)| at <= now) {
+            if hold {
+                sim.hold("client", "server");
+            } else {
+                sim.release("client", "server");
+            }
+        }
+    }
 }

@@ -126,7 +126,12 @@ impl System {
                             SubmitError::Closed(_) => (Refusal::Closed, Outcome::RejectedClosed),
                             SubmitError::Rejected(_) => (Refusal::Policy, Outcome::RejectedPolicy),
                             // The simulator submits to its one route and the scenario's classes.
-                            _ => unreachable!("a submit to a route and class that exist: {e}"),
+                            SubmitError::UnknownRoute(_) | SubmitError::UnknownClass(_) => {
+                                unreachable!("a submit to a route and class that exist: {e}")
+                            }
+                            // The type is non-exhaustive: a refusal added later must be mapped
+                            // here, and a run must not count it as something else meanwhile.
+                            _ => unimplemented!("a refusal the simulator does not map yet: {e}"),
                         };
                         server.rejected(class, why);
                         e.into_inner().respond(outcome);
