@@ -96,6 +96,11 @@ pub struct Scenario {
     /// Worker concurrency of the server.
     #[serde(default = "one")]
     pub workers: u32,
+    /// The simulation's step in whole milliseconds (default 1). Results do not depend on it (the
+    /// service model decides in exact time, see `run`); a longer step runs long service times
+    /// faster.
+    #[serde(default = "one")]
+    pub tick_ms: u32,
     /// The classes, most critical first.
     #[serde(rename = "class")]
     pub classes: Spanned<Vec<ClassDef>>,
@@ -701,7 +706,9 @@ impl Scenario {
                 return bad(self.classes.span(), field, format!("{value} is above the maximum {max}"));
             }
         }
-        let rules: [(bool, &str, &str); 5] = [
+        let rules: [(bool, &str, &str); 7] = [
+            (self.tick_ms == 0, "tick_ms", "the step is at least 1 ms (tokio's timer resolution)"),
+            (self.tick_ms > 1000, "tick_ms", "the step is at most 1000 ms"),
             (self.workers == 0, "workers", "at least 1 worker is needed"),
             (self.workers > 1024, "workers", "at most 1024 workers"),
             (self.client.max_attempts == 0, "client.max_attempts", "at least 1 attempt is needed"),

@@ -31,6 +31,14 @@ impl Estimate {
             return None;
         }
         let means: Vec<f64> = samples.chunks_exact(per).take(BATCHES).map(&stat).collect();
+        Estimate::of_windows(&means)
+    }
+
+    /// The mean and interval of `BATCHES` window means (`None` without them).
+    pub fn of_windows(means: &[f64]) -> Option<Estimate> {
+        if means.len() != BATCHES {
+            return None;
+        }
         let mean = means.iter().sum::<f64>() / BATCHES as f64;
         let var = means.iter().map(|m| (m - mean).powi(2)).sum::<f64>() / (BATCHES - 1) as f64;
         Some(Estimate { mean, half_width: T_19 * (var / BATCHES as f64).sqrt() })
@@ -127,21 +135,20 @@ pub fn check(scenario: &Scenario, runs: &[SystemRun]) -> Vec<TheoryCheck> {
             }
         }
         if fifo || strict {
-            // Little's law for the queue of each class: mean queued = λ_k × mean wait.
+            // Little's law for the queue of each class: mean queued = λ_k × mean wait. The queue
+            // is counted where the wait is: an event is queued from its arrival to its start.
+            let end_ns = (scenario.duration_s.0 * 1e9) as u64;
             for (k, rate) in rates.iter().enumerate() {
-                let waits: Vec<f64> = run
-                    .completions
-                    .iter()
-                    .filter(|c| c.arrival_ns >= warmup_ns && c.class == k as u8)
-                    .map(|c| (c.start_ns - c.arrival_ns) as f64)
-                    .collect();
-                let depth: Vec<f64> =
-                    run.depth.iter().filter(|(t, _)| *t >= warmup_ns).map(|(_, d)| d[k] as f64).collect();
-                if waits.is_empty() {
+                let waits: Vec<(u64, u64)> =
+                    run.completions.iter().filter(|c| c.class == k as u8).map(|c| (c.arrival_ns, c.start_ns)).collect();
+                let after_warmup: Vec<f64> =
+                    waits.iter().filter(|w| w.0 >= warmup_ns).map(|w| (w.1 - w.0) as f64).collect();
+                if after_warmup.is_empty() {
                     continue;
                 }
-                let lw = rate * mean(&waits);
-                push(&names[k], "Little: queued = λ × wait (events)", lw, Estimate::batch_means(&depth, mean));
+                let lw = rate * mean(&after_warmup);
+                let queued = Estimate::of_windows(&time_average_per_window(&waits, warmup_ns, end_ns));
+                push(&names[k], "Little: queued = λ × wait (events)", lw, queued);
             }
         }
     }
@@ -162,6 +169,28 @@ fn eligible(s: &Scenario) -> bool {
         && s.classes.get_ref().iter().all(|c| c.arrivals.kind == ArrivalKind::Poisson && c.arrivals.steps.is_empty())
 }
 
+/// The time-average number of intervals `[from, to)` open in each of `BATCHES` equal windows
+/// of `[start, end)`: Σ overlap / window length.
+pub fn time_average_per_window(intervals: &[(u64, u64)], start: u64, end: u64) -> Vec<f64> {
+    if end <= start + BATCHES as u64 {
+        return Vec::new();
+    }
+    let width = (end - start) / BATCHES as u64;
+    let mut open_ns = vec![0u128; BATCHES];
+    for &(from, to) in intervals {
+        let (from, to) = (from.max(start), to.min(start + width * BATCHES as u64));
+        if from >= to {
+            continue;
+        }
+        let (first, last) = (((from - start) / width) as usize, ((to - 1 - start) / width) as usize);
+        for (w, open) in open_ns.iter_mut().enumerate().take(last + 1).skip(first) {
+            let (w_from, w_to) = (start + w as u64 * width, start + (w as u64 + 1) * width);
+            *open += u128::from(to.min(w_to) - from.max(w_from));
+        }
+    }
+    open_ns.into_iter().map(|ns| ns as f64 / width as f64).collect()
+}
+
 /// Nearest-rank quantile of an unsorted slice.
 pub fn quantile(xs: &[f64], q: f64) -> f64 {
     if xs.is_empty() {
@@ -176,6 +205,16 @@ pub fn quantile(xs: &[f64], q: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_averages_count_each_interval_where_it_is_open() {
+        // Windows of 10 over [0, 200): one interval spanning windows 0-2 partly, one inside 5.
+        let v = time_average_per_window(&[(5, 25), (52, 57), (300, 400)], 0, 200);
+        assert_eq!(v.len(), BATCHES);
+        assert_eq!(&v[..6], &[0.5, 1.0, 0.5, 0.0, 0.0, 0.5]);
+        assert!(v[6..].iter().all(|x| *x == 0.0));
+        assert!(time_average_per_window(&[(0, 1)], 0, 10).is_empty(), "too short to split");
+    }
 
     #[test]
     fn batch_means_interval_covers_a_known_mean() {

@@ -3,11 +3,14 @@
 //! real Veltrix engine, or a naive FIFO queue behind the same front end) and a service model
 //! works through them on the simulated clock.
 //!
-//! Time: turmoil ticks in whole milliseconds and tokio's timers have 1 ms resolution, so the
-//! service model keeps exact (nanosecond) time itself: each worker has a virtual `free_at`, a
-//! job starts at `max(arrival, free_at)` and ends `service` later, and the task only sleeps until
-//! that instant rounded up. Latencies are computed from the exact times, so the 1 ms grid does
-//! not bias them; only the choice of which queued event runs next is made on the grid.
+//! Time: turmoil steps in whole milliseconds (`tick_ms`, default 1) and tokio's timers have 1 ms
+//! resolution, so the service model keeps exact (nanosecond) time itself: each worker has a
+//! virtual `free_at`, a job starts at `max(ready, free_at)` and ends its service time later, and
+//! the task sleeps until that instant rounded up to a step. The order is exact too: the `gate`
+//! hands requests to the system so that each choice of the next event is made among exactly the
+//! events the continuous-time system would hold at that instant. Results therefore do not depend
+//! on the step (`tests/fidelity.rs` runs one scenario at two steps and compares every
+//! completion), and service times well below a step are simulated faithfully.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -16,6 +19,7 @@ use crate::scenario::{Scenario, SystemDef};
 use crate::workload::Arrival;
 
 mod client;
+mod gate;
 mod server;
 mod system;
 
@@ -175,10 +179,12 @@ pub fn run_system(
     let latency = Duration::from_nanos((scenario.faults.latency_ms.0 * 1e6) as u64);
     let jitter = Duration::from_nanos((scenario.faults.jitter_ms.0 * 1e6) as u64);
     let end_ns = (scenario.duration_s.0 * 1e9) as u64;
-    let grace_ns = 2 * (latency + jitter).as_nanos() as u64 + 50 * MS;
+    let tick_ns = u64::from(scenario.tick_ms) * MS;
+    // Answers still on their way at the end, and the decisions behind the clock (see `gate`).
+    let grace_ns = 2 * (latency + jitter).as_nanos() as u64 + 50 * MS + (gate::LOOKAHEAD_STEPS + 2) * tick_ns;
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_nanos(end_ns + grace_ns + SEC))
-        .tick_duration(Duration::from_millis(1))
+        .tick_duration(Duration::from_nanos(tick_ns))
         .epoch(epoch())
         .min_message_latency(latency)
         .max_message_latency(latency + jitter)

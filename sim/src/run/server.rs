@@ -12,7 +12,8 @@ use veltrix_engine::DeadLetterReason;
 use crate::scenario::{Scenario, SystemDef};
 use crate::wire::{Outcome, REQUEST_LEN, Request, Response, split_wire_id};
 
-use super::system::start_system;
+use super::gate::{Gate, LOOKAHEAD_STEPS};
+use super::system::{System, start_system};
 use super::{Completion, DEPTH_EVERY_NS, MS, PORT, Refusal, SEC, ServerClass};
 
 #[derive(Debug, Default)]
@@ -27,8 +28,9 @@ pub(super) struct Recorder {
 #[derive(Debug, Clone)]
 pub(super) struct Job {
     pub(super) req: Request,
-    /// When the front end received it (ns, on the 1 ms grid).
-    pub(super) received_ns: u64,
+    /// When it is exactly ready for service (ns): its arrival plus the base latency, or its
+    /// reception if the network held it back (a partition).
+    pub(super) ready_ns: u64,
     pub(super) reply: mpsc::UnboundedSender<Response>,
 }
 
@@ -56,6 +58,18 @@ pub(super) struct ServerShared {
     pub(super) end_ns: u64,
     pub(super) rec: Mutex<Recorder>,
     pub(super) free_at: Mutex<Vec<u64>>,
+    /// The simulation's step (ns).
+    pub(super) tick_ns: u64,
+    /// How far decisions run behind the clock (see `gate`).
+    pub(super) lookahead_ns: u64,
+    pub(super) gate: Mutex<Gate>,
+    /// Wakes the gate's pump: a request arrived, or a worker started or finished.
+    pub(super) pump: tokio::sync::Notify,
+    /// Set while the system stops: finished workers skip their next decision.
+    stopping: std::sync::atomic::AtomicBool,
+    stop: tokio::sync::Notify,
+    /// The system under test of the host's current incarnation.
+    pub(super) under_test: Mutex<Option<System>>,
     /// Set while the host is being torn down by a crash: what the teardown reports is lost.
     pub(super) crashing: std::sync::atomic::AtomicBool,
     /// Any crash happened (the engine's ledger then dies with it and cannot be compared).
@@ -68,6 +82,10 @@ impl ServerShared {
         self.crashed_once.store(true, std::sync::atomic::Ordering::SeqCst);
         // Work in progress dies with the host: the workers are free when it comes back.
         self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter_mut().for_each(|f| *f = now);
+        // What the gate held was never received by the system: it vanishes like bytes on the
+        // wire. The system goes with the host (its destructors report nothing: crashing).
+        drop(self.gate().crash(self.workers));
+        drop(self.under_test().take());
     }
 
     pub(super) fn crash_ends(&self) {
@@ -106,6 +124,14 @@ impl ServerShared {
             end_ns: ns(scenario.duration_s.0),
             rec: Mutex::new(Recorder { classes: vec![ServerClass::default(); classes], ..Recorder::default() }),
             free_at: Mutex::new(vec![0; scenario.workers as usize]),
+            tick_ns: u64::from(scenario.tick_ms) * MS,
+            lookahead_ns: (scenario.faults.jitter_ms.0 * 1e6) as u64
+                + LOOKAHEAD_STEPS * u64::from(scenario.tick_ms) * MS,
+            gate: Mutex::new(Gate::new(scenario.workers as usize)),
+            pump: tokio::sync::Notify::new(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+            stop: tokio::sync::Notify::new(),
+            under_test: Mutex::new(None),
             crashing: std::sync::atomic::AtomicBool::new(false),
             crashed_once: std::sync::atomic::AtomicBool::new(false),
         }
@@ -113,6 +139,115 @@ impl ServerShared {
 
     pub(super) fn rec(&self) -> std::sync::MutexGuard<'_, Recorder> {
         self.rec.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn gate(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn under_test(&self) -> std::sync::MutexGuard<'_, Option<System>> {
+        self.under_test.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes `system` the one under test, with every worker idle and nothing queued.
+    pub(super) fn install(&self, system: System) {
+        {
+            let mut gate = self.gate();
+            gate.idle = self.workers;
+            gate.queued = 0;
+        }
+        *self.under_test() = Some(system);
+        self.stopping.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.pump.notify_one();
+    }
+
+    /// The system is stopping: workers waiting for their next decision return at once.
+    pub(super) fn stopping(&self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stop.notify_waiters();
+    }
+
+    /// A request came in: it waits in the gate for its decision.
+    fn receive(&self, req: Request, now: u64, reply: &mpsc::UnboundedSender<Response>) {
+        // Without network trouble a request is ready at its exact arrival (+ base latency); one
+        // held back by a partition is ready when the front end got it.
+        let normal = req.arrival_ns + self.latency_ns;
+        let ready_ns = if now > normal + self.jitter_ns + 2 * self.tick_ns { now } else { normal };
+        let job = Job { req, ready_ns, reply: reply.clone() };
+        if self.under_test().is_none() {
+            // Stopped (restarting, or the run is over): refused at once.
+            self.rec().classes[req.class as usize].received += 1;
+            self.refuse(job);
+            return;
+        }
+        self.gate().hold(job);
+        self.pump.notify_one();
+    }
+
+    /// Hands released requests to the system (or refuses them if it is down).
+    fn offer(&self, jobs: Vec<Job>, t0: Instant) {
+        for job in jobs {
+            let class = job.req.class as usize;
+            self.rec().classes[class].received += 1;
+            let system = self.under_test();
+            match &*system {
+                Some(s) => s.offer(self, job, t0),
+                None => {
+                    drop(system);
+                    self.refuse(job);
+                }
+            }
+        }
+    }
+
+    /// Answers a request the stopped system cannot take.
+    fn refuse(&self, job: Job) {
+        self.rejected(job.req.class as usize, Refusal::Closed);
+        job.respond(Outcome::RejectedClosed);
+    }
+
+    /// Takes the decisions of idle workers due before `before` (and whose requests must all
+    /// have arrived by `now`), one at a time: the earliest held request (with its ties) is
+    /// released, and the next only once a worker has taken it.
+    async fn idle_decisions(&self, before: u64, now: u64, t0: Instant) {
+        loop {
+            let jobs = {
+                let mut gate = self.gate();
+                match gate.idle_decision() {
+                    Some(ready) if ready < before && ready + self.lookahead_ns <= now => gate.release_through(ready),
+                    _ => return,
+                }
+            };
+            self.offer(jobs, t0);
+            // The idle worker runs on this thread: let it take what was released. A refused
+            // request leaves nothing queued, so nothing to wait for.
+            for _ in 0..64 {
+                let waiting = {
+                    let gate = self.gate();
+                    gate.queued > 0 && gate.idle > 0
+                };
+                if !waiting {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+
+    /// A worker's decision at `at`: idle workers first take what is ready before it, then
+    /// everything ready by `at` joins the queue it chooses from.
+    async fn decide_at(&self, at: u64, t0: Instant) {
+        let now = now_ns();
+        self.idle_decisions(at, now, t0).await;
+        let jobs = self.gate().release_through(at);
+        self.offer(jobs, t0);
+    }
+
+    /// Releases everything ready by `now` into the system (before it stops: what arrived goes
+    /// down with it).
+    pub(super) fn flush(&self, t0: Instant) {
+        let jobs = self.gate().release_through(now_ns());
+        self.offer(jobs, t0);
     }
 
     pub(super) fn capacity_factor(&self, at_ns: u64) -> f64 {
@@ -123,13 +258,17 @@ impl ServerShared {
             .fold(1.0, f64::min)
     }
 
-    /// Works on a job: exact start and end on the worker that frees first, sleep until the end.
+    /// Works on a job: exact start and end on the worker that frees first, sleep until the end,
+    /// answer, then take the worker's next decision (see `gate`).
     pub(super) async fn serve(&self, job: &Job, t0: Instant) {
+        {
+            let mut gate = self.gate();
+            gate.idle = gate.idle.saturating_sub(1);
+            gate.queued = gate.queued.saturating_sub(1);
+        }
+        self.pump.notify_one();
         let req = job.req;
-        // Without network trouble a request is ready at its exact arrival (+ base latency); one
-        // held back by a partition is ready when the front end got it.
-        let normal = req.arrival_ns + self.latency_ns;
-        let ready = if job.received_ns > normal + self.jitter_ns + 2 * MS { job.received_ns } else { normal };
+        let ready = job.ready_ns;
         let (start, done) = {
             let mut free = self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let slot = (0..free.len()).min_by_key(|&i| (free[i], i)).expect("at least one worker");
@@ -158,6 +297,19 @@ impl ServerShared {
             });
         }
         job.respond(Outcome::Handled);
+        // The next decision is at `done`, once every request ready by then has surely arrived —
+        // unless the system stops meanwhile: then the job is over and no decision follows.
+        let stop = self.stop.notified();
+        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(t0 + Duration::from_nanos(done + self.lookahead_ns)) => {
+                    self.decide_at(done, t0).await;
+                }
+                _ = stop => {}
+            }
+        }
+        self.gate().idle += 1;
+        self.pump.notify_one();
     }
 
     pub(super) fn dead_letter(&self, job: &Job, reason: DeadLetterReason) {
@@ -167,6 +319,11 @@ impl ServerShared {
             return;
         }
         let i = DeadLetterReason::ALL.iter().position(|r| *r == reason).expect("a known reason");
+        {
+            let mut gate = self.gate();
+            gate.queued = gate.queued.saturating_sub(1);
+        }
+        self.pump.notify_one();
         {
             let mut rec = self.rec();
             let c = &mut rec.classes[job.req.class as usize];
@@ -184,6 +341,8 @@ impl ServerShared {
         c.accepted += 1;
         c.in_system += 1;
         c.peak_in_system = c.peak_in_system.max(c.in_system);
+        drop(rec);
+        self.gate().queued += 1;
     }
 
     pub(super) fn rejected(&self, class: usize, why: Refusal) {
@@ -196,52 +355,77 @@ impl ServerShared {
         c.tail_dropped += 1;
         c.accepted -= 1;
         c.in_system -= 1;
+        drop(rec);
+        let mut gate = self.gate();
+        gate.queued = gate.queued.saturating_sub(1);
+    }
+}
+
+fn now_ns() -> u64 {
+    turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64
+}
+
+/// The gate's pump for idle workers: when one waits and the earliest held request's decision
+/// is due, release it (see `gate`). Busy workers take their own decisions as they finish.
+async fn pump(server: Arc<ServerShared>, t0: Instant) {
+    loop {
+        let now = now_ns();
+        let due = server.gate().idle_decision().map(|ready| ready + server.lookahead_ns);
+        match due {
+            Some(at) if at <= now => server.idle_decisions(u64::MAX, now, t0).await,
+            Some(at) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(t0 + Duration::from_nanos(at)) => {}
+                    _ = server.pump.notified() => {}
+                }
+            }
+            None => server.pump.notified().await,
+        }
     }
 }
 
 pub(super) async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
     let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
     let t0 = Instant::now() - turmoil::sim_elapsed().unwrap_or_default();
-    let class_names = server.class_names.clone();
-    let system = Arc::new(tokio::sync::RwLock::new(Some(start_system(&server, t0, &class_names))));
+    server.install(start_system(&server, t0));
+    tokio::spawn(pump(server.clone(), t0));
 
     // Lifecycle: restarts, the final stop, and depth samples.
     {
-        let (server, system) = (server.clone(), system.clone());
+        let server = server.clone();
         tokio::spawn(async move {
             let mut restarts = server.restarts.clone();
             restarts.sort_unstable();
-            // After a crash the host starts again mid-run: only restarts still to come.
-            let started = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
-            let mut restarts = restarts.into_iter().filter(|&r| r >= started && r < server.end_ns).peekable();
-            // After a crash the host starts again mid-run: sample from now on.
-            let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+            // After a crash the host starts again mid-run: only restarts still to come, and
+            // samples from now on.
+            let now = now_ns();
+            let mut restarts = restarts.into_iter().filter(|&r| r >= now && r < server.end_ns).peekable();
             let mut next_sample = now.div_ceil(DEPTH_EVERY_NS) * DEPTH_EVERY_NS;
             loop {
                 let next_restart = restarts.peek().copied().unwrap_or(u64::MAX);
                 let wake = next_sample.min(next_restart).min(server.end_ns);
                 tokio::time::sleep_until(t0 + Duration::from_nanos(wake)).await;
                 if wake == next_sample {
-                    if let Some(s) = &*system.read().await {
-                        let d = s.depth();
+                    let depth = server.under_test().as_ref().map(System::depth);
+                    if let Some(d) = depth {
                         server.rec().depth.push((wake, d));
                     }
                     next_sample += DEPTH_EVERY_NS;
                 }
-                if wake == next_restart {
-                    restarts.next();
-                    let old = system.write().await.take();
+                if wake == next_restart || wake >= server.end_ns {
+                    // What arrived before the stop goes down with the system.
+                    server.flush(t0);
+                    let old = server.under_test().take();
                     if let Some(old) = old {
                         old.stop(&server).await;
                     }
-                    *system.write().await = Some(start_system(&server, t0, &class_names));
                 }
                 if wake >= server.end_ns {
-                    let last = system.write().await.take();
-                    if let Some(last) = last {
-                        last.stop(&server).await;
-                    }
                     break;
+                }
+                if wake == next_restart {
+                    restarts.next();
+                    server.install(start_system(&server, t0));
                 }
             }
         });
@@ -249,7 +433,7 @@ pub(super) async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
 
     loop {
         let (stream, _) = listener.accept().await?;
-        let (server, system) = (server.clone(), system.clone());
+        let server = server.clone();
         tokio::spawn(async move {
             let (mut rd, mut wr) = stream.into_split();
             let (reply, mut replies) = mpsc::unbounded_channel::<Response>();
@@ -262,7 +446,7 @@ pub(super) async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
             });
             let mut buf = [0u8; REQUEST_LEN];
             while rd.read_exact(&mut buf).await.is_ok() {
-                let now = turmoil::sim_elapsed().unwrap_or_default().as_nanos() as u64;
+                let now = now_ns();
                 let req = match Request::decode(&buf) {
                     // Plausible: a known class, sent no later than now, a deadline under a day.
                     Ok(r)
@@ -275,15 +459,7 @@ pub(super) async fn server_main(server: Arc<ServerShared>) -> turmoil::Result {
                     // A malformed frame from a peer: drop the connection, count nothing.
                     _ => break,
                 };
-                server.rec().classes[req.class as usize].received += 1;
-                let job = Job { req, received_ns: now, reply: reply.clone() };
-                match &*system.read().await {
-                    Some(s) => s.offer(&server, job, t0),
-                    None => {
-                        server.rejected(req.class as usize, Refusal::Closed);
-                        job.respond(Outcome::RejectedClosed);
-                    }
-                }
+                server.receive(req, now, &reply);
             }
         });
     }

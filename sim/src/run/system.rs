@@ -19,11 +19,13 @@ use super::Refusal;
 use super::server::{Job, ServerShared};
 
 /// The system under test, as the front end sees it.
+#[derive(Debug)]
 pub(super) enum System {
     Veltrix(Arc<Engine<Job>>),
     Fifo { tx: Option<FifoTx>, depth: Arc<Mutex<Vec<u64>>>, workers: Vec<tokio::task::JoinHandle<()>> },
 }
 
+#[derive(Debug)]
 pub(super) enum FifoTx {
     Unbounded(mpsc::UnboundedSender<Job>),
     Bounded(mpsc::Sender<Job>),
@@ -45,14 +47,14 @@ impl Handler<Job> for ServiceModel {
     }
 }
 
-pub(super) fn start_system(server: &Arc<ServerShared>, t0: Instant, class_names: &[String]) -> System {
+pub(super) fn start_system(server: &Arc<ServerShared>, t0: Instant) -> System {
     match &server.system {
         SystemDef::Veltrix { .. } => {
             let sink = server.clone();
             // One event per service start, as the queueing models assume: the service model
             // finishes a job whose exact end has already passed without advancing the clock,
             // which a worker would take for a fast handler and batch behind.
-            let config = server.system.engine_config(class_names).expect("a veltrix system");
+            let config = server.system.engine_config(&server.class_names).expect("a veltrix system");
             // The scenario was parsed with this very function: its errors were reported then.
             let config = config.expect("checked when the scenario was parsed");
             let spec = RouteSpec::new(config).max_batch(1).workers(server.workers).retry(RetryPolicy::none());
@@ -113,8 +115,10 @@ impl System {
             System::Veltrix(engine) => {
                 let mut sub = Submission::new("sim", ClassId::new(class), job.clone());
                 if server.engine_deadlines && job.req.deadline_ns > 0 {
-                    sub =
-                        sub.deadline(t0 + Duration::from_nanos(job.req.arrival_ns.saturating_add(job.req.deadline_ns)));
+                    // The engine checks it on the simulated clock, which runs the look-ahead
+                    // ahead of the decisions (see `gate`).
+                    let at = job.req.arrival_ns.saturating_add(job.req.deadline_ns) + server.lookahead_ns;
+                    sub = sub.deadline(t0 + Duration::from_nanos(at));
                 }
                 // Nothing runs between the submit and its return (one thread), so counting
                 // the acceptance afterwards cannot miss the event's completion.
@@ -179,6 +183,12 @@ impl System {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter_mut()
             .for_each(|f| *f = (*f).min(now));
+        // Workers that finished their job and wait for their next decision return now, so the
+        // stop does not take them for work in progress.
+        server.stopping();
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
         match self {
             System::Veltrix(engine) => {
                 engine.shutdown(Duration::ZERO).await;
