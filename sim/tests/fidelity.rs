@@ -36,14 +36,17 @@ name = "fifo"
     Scenario::parse(&src, "<fidelity>").unwrap()
 }
 
+/// One completion: `(class, arrival, start, done)`, ns.
+type Times = (u8, u64, u64, u64);
+
 /// `(class, arrival, start, done)` of every completion that ended well before the end (the
 /// last few steps of a run depend on when the step lets the server stop).
-fn completions(tick_ms: u32, system: usize, seed: u64) -> (Vec<(u8, u64, u64, u64)>, Vec<Arrival>) {
+fn completions(tick_ms: u32, system: usize, seed: u64) -> (Vec<Times>, Vec<Arrival>) {
     let s = scenario(tick_ms);
     let arrivals = schedule(&s, seed);
     let run = run_system(&s, &s.systems[system], &arrivals, seed).unwrap();
     let end = (s.duration_s.0 * 1e9) as u64 - 100_000_000;
-    let mut v: Vec<(u8, u64, u64, u64)> = run
+    let mut v: Vec<Times> = run
         .completions
         .iter()
         .filter(|c: &&Completion| c.done_ns < end)
@@ -67,7 +70,7 @@ fn every_completion_is_the_same_at_a_step_of_1_and_3_ms() {
 
 /// The exact single-server non-preemptive strict-priority queue, event by event: at each
 /// service start, the most critical waiting event (earliest within its class) goes first.
-fn oracle(arrivals: &[Arrival]) -> Vec<(u8, u64, u64, u64)> {
+fn oracle(arrivals: &[Arrival]) -> Vec<Times> {
     let mut by_time: Vec<&Arrival> = arrivals.iter().collect();
     by_time.sort_by_key(|a| (a.at_ns, a.id));
     let mut waiting: std::collections::BTreeSet<(u8, u64, u64)> = std::collections::BTreeSet::new();
