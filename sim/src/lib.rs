@@ -6,6 +6,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 pub mod expect;
+pub mod grid;
 mod html;
 pub mod plot;
 pub mod report;

@@ -80,6 +80,17 @@ enum Command {
         /// A report.json written by `run`.
         report: PathBuf,
     },
+    /// Check the simulator against queueing theory over a grid of service times, loads and
+    /// models (every cell: mean sojourn within 5% of theory and inside its 95% interval,
+    /// Little's law per class).
+    TheoryGrid {
+        /// Four times the arrivals per cell (for a closing check, not CI).
+        #[arg(long)]
+        thorough: bool,
+        /// Output directory for grid.md and grid.json (default target/veltrix-sim/theory-grid).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// List the shipped scenarios.
     List,
 }
@@ -107,6 +118,7 @@ fn main() -> ExitCode {
             Err(e) => bad_scenario(&e),
         },
         Command::Replay { report } => replay(&report),
+        Command::TheoryGrid { thorough, out } => theory_grid(thorough, out),
         Command::List => {
             for (name, file, src) in SCENARIOS {
                 let desc = Scenario::parse(src, file).map(|s| s.description).unwrap_or_default();
@@ -297,4 +309,69 @@ fn sweep(name: &str, param: &str, seed: Option<u64>, out: Option<PathBuf>) -> Ex
             ExitCode::FAILURE
         }
     }
+}
+
+fn theory_grid(thorough: bool, out: Option<PathBuf>) -> ExitCode {
+    let cells = veltrix_sim::grid::Cell::all();
+    let bar = indicatif::ProgressBar::new(cells.len() as u64);
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} cells {msg}").expect("valid template"));
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let started = std::time::Instant::now();
+    let rows = veltrix_sim::grid::run(&cells, thorough, threads, |c| {
+        bar.set_message(format!("{} ρ={} S̄={} ms", c.model.name(), c.rho, c.service_ms));
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let table = veltrix_sim::grid::markdown(&rows);
+    println!("{table}");
+    let failed: Vec<_> = rows.iter().filter(|r| !r.holds).collect();
+    println!(
+        "{} cells, {} checks, {} outside 5% or their 99.9% interval, in {:.0} s on {threads} threads (seed {})",
+        cells.len(),
+        rows.len(),
+        failed.len(),
+        started.elapsed().as_secs_f64(),
+        veltrix_sim::grid::SEED
+    );
+    let dir = out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim/theory-grid"));
+    let json = serde_json::to_string_pretty(&rows).expect("serializable");
+    let written = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("grid.md"), &table))
+        .and_then(|()| std::fs::write(dir.join("grid.json"), json));
+    match written {
+        Ok(()) => println!("wrote {}\nwrote {}", dir.join("grid.md").display(), dir.join("grid.json").display()),
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", dir.display());
+            return ExitCode::FAILURE;
+        }
+    }
+    if failed.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for r in failed {
+        eprintln!(
+            "theory check failed: {} ρ={} S̄={} ms {} {}: theory {:.3}, measured {:.3} ± {:.3} at 99.9% ({:+.2}%)",
+            r.cell.model.name(),
+            r.cell.rho,
+            r.cell.service_ms,
+            r.class,
+            r.quantity,
+            r.theory,
+            r.measured.mean,
+            r.half_width_999,
+            r.error_pct
+        );
+    }
+    eprintln!(
+        "reproduce: cargo run --release -p veltrix-sim -- theory-grid{}",
+        if thorough { " --thorough" } else { "" }
+    );
+    ExitCode::FAILURE
 }
