@@ -70,7 +70,7 @@ impl fmt::Display for Check {
 
 /// What an `[expect]` line can name, for one class (`SYSTEM.CLASS.METRIC`) or for a system
 /// over all its classes (`SYSTEM.METRIC`).
-pub const METRICS: [&str; 24] = [
+pub const METRICS: [&str; 28] = [
     "offered",
     "offered_fresh",
     "offered_retry",
@@ -85,20 +85,24 @@ pub const METRICS: [&str; 24] = [
     "timeouts",
     "client_failed",
     "peak_in_system",
+    "peak_queued_events",
+    "peak_queued_bytes",
+    "latency_ms_mean",
     "latency_ms_p50",
     "latency_ms_p90",
     "latency_ms_p99",
     "latency_ms_p999",
     "latency_ms_max",
-    "sojourn_ms_p50",
-    "sojourn_ms_p90",
-    "sojourn_ms_p99",
-    "sojourn_ms_p999",
-    "sojourn_ms_max",
+    "wait_ms_mean",
+    "wait_ms_p50",
+    "wait_ms_p90",
+    "wait_ms_p99",
+    "wait_ms_p999",
+    "wait_ms_max",
 ];
 
 /// What only a system has (`SYSTEM.METRIC`).
-pub const SYSTEM_METRICS: [&str; 3] = ["peak_queued_events", "recovery_s", "identities_hold"];
+pub const SYSTEM_METRICS: [&str; 2] = ["recovery_s", "identities_hold"];
 
 impl Check {
     /// Whether the line names a metric that exists where it puts it.

@@ -103,9 +103,11 @@ pub struct SystemReport {
     pub series: Series,
 }
 
-/// Latency percentiles in ms.
+/// A distribution of times in ms: its mean and percentiles.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
+    /// Mean.
+    pub mean: f64,
     /// Median.
     pub p50: f64,
     /// 90th.
@@ -126,7 +128,8 @@ impl Percentiles {
         let mut v = xs.to_vec();
         v.sort_by(f64::total_cmp);
         let q = |q: f64| round3(v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]);
-        Percentiles { p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: round3(v[v.len() - 1]) }
+        let mean = round3(v.iter().sum::<f64>() / v.len() as f64);
+        Percentiles { mean, p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: round3(v[v.len() - 1]) }
     }
 }
 
@@ -166,14 +169,20 @@ pub struct ClassReport {
     pub timeouts: u64,
     /// Requests the client gave up on (last attempt refused, dead-lettered or timed out).
     pub client_failed: u64,
-    /// End-to-end (arrival → done) of handled events after warm-up, ms.
+    /// Latency of handled events after warm-up, ms: from the client's send to the end of
+    /// service — in queueing terms the sojourn (waiting time plus service).
     pub latency_ms: Percentiles,
-    /// Sojourn (arrival → service start) of handled events after warm-up, ms.
-    pub sojourn_ms: Percentiles,
+    /// Waiting time of handled events after warm-up, ms: from the client's send to the start of
+    /// service (the queueing delay, service excluded).
+    pub wait_ms: Percentiles,
     /// Goodput ratio of fresh requests arriving in the last fifth of the run.
     pub tail_goodput_ratio: f64,
     /// Most of the class inside the system at once.
     pub peak_in_system: u64,
+    /// Most of the class queued at a depth sample (every 100 ms).
+    pub peak_queued_events: u64,
+    /// Their memory: `peak_queued_events` × the bytes one queued event takes.
+    pub peak_queued_bytes: u64,
 }
 
 /// An identity and whether it holds.
@@ -253,6 +262,8 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
     let good_ids = good_requests(run);
     let mut classes: Vec<ClassReport> = Vec::new();
     let mut identities = Vec::new();
+    let peak_queued: Vec<u64> =
+        (0..names.len()).map(|k| run.depth.iter().map(|(_, d)| d[k]).max().unwrap_or(0)).collect();
     for (k, name) in names.iter().enumerate() {
         let s = &run.server[k];
         let c = &run.client[k];
@@ -314,13 +325,18 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
             timeouts: c.timeouts,
             client_failed: c.failed,
             latency_ms: Percentiles::of(&e2e),
-            sojourn_ms: Percentiles::of(&soj),
+            wait_ms: Percentiles::of(&soj),
             tail_goodput_ratio: ratio(tail_good, tail_fresh_count),
             peak_in_system: s.peak_in_system,
+            peak_queued_events: peak_queued[k],
+            peak_queued_bytes: peak_queued[k] * EVENT_BYTES,
         });
     }
-    let total = total_of(&classes, run, warmup_ns);
+    let mut total = total_of(&classes, run, warmup_ns);
+    // The system's peak is that of the sum, not the sum of the classes' peaks.
     let peak_queued_events = run.depth.iter().map(|(_, d)| d.iter().sum::<u64>()).max().unwrap_or(0);
+    total.peak_queued_events = peak_queued_events;
+    total.peak_queued_bytes = peak_queued_events * EVENT_BYTES;
     SystemReport {
         name: run.name.clone(),
         kind: run.kind.to_string(),
@@ -378,7 +394,7 @@ fn total_of(classes: &[ClassReport], run: &SystemRun, warmup_ns: u64) -> ClassRe
     let e2e: Vec<f64> = all.clone().map(|x| (x.done_ns - x.arrival_ns) as f64 / NS_PER_MS).collect();
     let soj: Vec<f64> = all.map(|x| (x.start_ns - x.arrival_ns) as f64 / NS_PER_MS).collect();
     t.latency_ms = Percentiles::of(&e2e);
-    t.sojourn_ms = Percentiles::of(&soj);
+    t.wait_ms = Percentiles::of(&soj);
     let n = classes.len().max(1) as f64;
     t.tail_goodput_ratio = round3(classes.iter().map(|c| c.tail_goodput_ratio).sum::<f64>() / n);
     t
@@ -468,6 +484,7 @@ fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
     };
     let pct = |p: &Percentiles, which: &str| -> Option<f64> {
         Some(match which {
+            "mean" => p.mean,
             "p50" => p.p50,
             "p90" => p.p90,
             "p99" => p.p99,
@@ -479,8 +496,8 @@ fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
     if let Some(which) = m.strip_prefix("latency_ms_") {
         return pct(&c.latency_ms, which);
     }
-    if let Some(which) = m.strip_prefix("sojourn_ms_") {
-        return pct(&c.sojourn_ms, which);
+    if let Some(which) = m.strip_prefix("wait_ms_") {
+        return pct(&c.wait_ms, which);
     }
     Some(match m {
         "offered" => (c.offered_fresh + c.offered_retry) as f64,
@@ -497,7 +514,8 @@ fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
         "timeouts" => c.timeouts as f64,
         "client_failed" => c.client_failed as f64,
         "peak_in_system" => c.peak_in_system as f64,
-        "peak_queued_events" if class.is_none() => sys.peak_queued_events as f64,
+        "peak_queued_events" => c.peak_queued_events as f64,
+        "peak_queued_bytes" => c.peak_queued_bytes as f64,
         "recovery_s" if class.is_none() => sys.recovery_s?,
         "identities_hold" if class.is_none() => f64::from(u8::from(sys.identities.iter().all(|i| i.holds))),
         _ => return None,
@@ -555,6 +573,7 @@ pub(crate) fn comparison_table(d: &Deterministic) -> Table {
                     c.rejected.values().sum::<u64>().to_string(),
                     c.dead_lettered.values().sum::<u64>().to_string(),
                     c.lost.to_string(),
+                    format!("{:.1}", c.latency_ms.mean),
                     format!("{:.1}", c.latency_ms.p50),
                     format!("{:.1}", c.latency_ms.p99),
                     format!("{:.1}", c.latency_ms.max),
@@ -575,12 +594,13 @@ pub(crate) fn comparison_table(d: &Deterministic) -> Table {
             "rejected",
             "dead-lettered",
             "lost",
+            "mean ms",
             "p50 ms",
             "p99 ms",
             "max ms",
             "p99 / S̄",
         ],
-        numeric: &[false, false, true, true, true, true, true, true, true, true, true, true],
+        numeric: &[false, false, true, true, true, true, true, true, true, true, true, true, true],
         rows,
     }
 }
