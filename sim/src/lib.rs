@@ -5,7 +5,9 @@
 //! scenario's `[expect]` lines.
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod alloc;
 pub mod expect;
+pub mod experiment;
 pub mod grid;
 mod html;
 pub mod plot;
@@ -22,13 +24,16 @@ pub mod workload;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+pub use alloc::{CountingAllocator, thread_allocations};
+pub use experiment::{Experiment, ExperimentError, ExperimentReport, Slo, Workload};
 use plot::{Chart, Scale};
 use report::{Deterministic, HostPart, Report};
+pub use run::EventSpec;
 use scenario::{Scenario, ScenarioError};
 
-/// Heap allocations seen by the binary's counting allocator (stays 0 where none is installed).
+/// Heap allocations seen by [`CountingAllocator`] (stays 0 where it is not installed).
 pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-/// Set by a binary that installs the counting allocator.
+/// Set by [`CountingAllocator`] at its first allocation: the count means something.
 pub static ALLOCATIONS_COUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The shipped scenarios: `(name, file name, source)`.

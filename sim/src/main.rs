@@ -1,32 +1,14 @@
 //! `veltrix-sim`: run, sweep, check and replay overload experiments.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 
 use clap::{Parser, Subcommand};
-use veltrix_sim::{ALLOCATIONS, ALLOCATIONS_COUNTED, DEFAULT_SCENARIO, SCENARIOS, report, scenario::Scenario};
+use veltrix_sim::{DEFAULT_SCENARIO, SCENARIOS, report, scenario::Scenario};
 
 /// Counts heap allocations for the report's allocations-per-event figure.
-struct Counting;
-
-// SAFETY: delegates to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: veltrix_sim::CountingAllocator = veltrix_sim::CountingAllocator;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -96,7 +78,6 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    ALLOCATIONS_COUNTED.store(true, Ordering::Relaxed);
     let cli = Cli::parse();
     let argv: Vec<String> = std::env::args().collect();
     match cli.command.unwrap_or(Command::Run { scenario: None, seed: None, json: false, out: None }) {

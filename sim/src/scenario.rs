@@ -111,8 +111,8 @@ pub struct Scenario {
     #[serde(default)]
     pub faults: Faults,
     /// The systems as written (validated into `systems`).
-    #[serde(rename = "system")]
-    raw_systems: Spanned<Vec<RawSystem>>,
+    #[serde(rename = "system", default)]
+    raw_systems: Option<Spanned<Vec<RawSystem>>>,
     /// The systems compared, each behind the same server front end.
     #[serde(skip)]
     pub systems: Vec<SystemDef>,
@@ -390,6 +390,14 @@ pub enum SystemDef {
         /// Per-class settings.
         classes: Vec<VeltrixClass>,
     },
+    /// The Veltrix engine with a user's own `Config` and handler (the `Experiment` API; not
+    /// written in scenario files).
+    Custom {
+        /// Name in the report.
+        name: Spanned<String>,
+        /// Give each event its class deadline (and the client timeout) as its engine deadline.
+        deadlines: bool,
+    },
 }
 
 impl SystemDef {
@@ -435,9 +443,10 @@ impl SystemDef {
     /// The system's name.
     pub fn name(&self) -> &str {
         match self {
-            SystemDef::NaiveFifo { name } | SystemDef::Fifo { name, .. } | SystemDef::Veltrix { name, .. } => {
-                name.get_ref()
-            }
+            SystemDef::NaiveFifo { name }
+            | SystemDef::Fifo { name, .. }
+            | SystemDef::Veltrix { name, .. }
+            | SystemDef::Custom { name, .. } => name.get_ref(),
         }
     }
 }
@@ -500,9 +509,10 @@ const KINDS: [&str; 3] = ["naive-fifo", "fifo", "veltrix"];
 impl SystemDef {
     fn name_span(&self) -> Range<usize> {
         match self {
-            SystemDef::NaiveFifo { name } | SystemDef::Fifo { name, .. } | SystemDef::Veltrix { name, .. } => {
-                name.span()
-            }
+            SystemDef::NaiveFifo { name }
+            | SystemDef::Fifo { name, .. }
+            | SystemDef::Veltrix { name, .. }
+            | SystemDef::Custom { name, .. } => name.span(),
         }
     }
 }
@@ -603,6 +613,20 @@ impl Scenario {
     /// out of range, or a cross-field problem (duplicate names, an expectation naming an
     /// unknown system or class, a window that ends before it starts, …).
     pub fn parse(src: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_as(src, file, false)
+    }
+
+    /// Parses and validates the workload of an [`Experiment`](crate::Experiment): a scenario
+    /// without `[[system]]` tables (the system is the experiment's own engine).
+    ///
+    /// # Errors
+    ///
+    /// As [`Scenario::parse`], and one for a `[[system]]` table.
+    pub fn parse_experiment(src: &str, file: &str) -> Result<Scenario, ScenarioError> {
+        Scenario::parse_as(src, file, true)
+    }
+
+    fn parse_as(src: &str, file: &str, experiment: bool) -> Result<Scenario, ScenarioError> {
         let err = |span: Option<Range<usize>>, field: &str, message: String| {
             let (line, column) = span.map_or((1, 1), |s| locate(src, s.start));
             ScenarioError { file: file.to_string(), line, column, field: field.to_string(), message }
@@ -616,6 +640,17 @@ impl Scenario {
         })?;
         // A check that knows the field but not where it is written points at the class list;
         // the field's own place in the file is better, when the file spells it out.
+        let systems = scenario.raw_systems.as_ref().map(|r| (r.span(), r.get_ref().len()));
+        match (experiment, systems) {
+            (true, Some((span, _))) => {
+                let message = "an experiment runs your engine: its workload has no [[system]] tables".to_string();
+                return Err(err(Some(span), "system", message));
+            }
+            (false, None | Some((_, 0))) => {
+                return Err(err(None, "system", "at least one [[system]] is needed".to_string()));
+            }
+            _ => {}
+        }
         scenario.validate().map_err(|(span, field, message)| err(span_of(src, &field).or(span), &field, message))?;
         Ok(scenario)
     }
@@ -625,7 +660,8 @@ impl Scenario {
     fn validate(&mut self) -> Result<(), Invalid> {
         self.systems = self
             .raw_systems
-            .get_ref()
+            .as_ref()
+            .map_or(&[][..], |r| r.get_ref())
             .iter()
             .cloned()
             .enumerate()
@@ -767,9 +803,6 @@ impl Scenario {
 
     fn validate_systems(&self) -> Result<(), Invalid> {
         let (systems, classes) = (&self.systems, self.classes.get_ref());
-        if systems.is_empty() {
-            return bad(self.raw_systems.span(), "system", "at least one system is needed".into());
-        }
         for (i, s) in systems.iter().enumerate() {
             if s.name().is_empty() || s.name().contains('.') || systems[..i].iter().any(|o| o.name() == s.name()) {
                 return bad(

@@ -19,6 +19,8 @@ use crate::scenario::{Scenario, SystemDef};
 use crate::workload::Arrival;
 
 mod client;
+mod custom;
+pub use custom::EventSpec;
 mod gate;
 mod server;
 mod system;
@@ -175,6 +177,40 @@ pub fn run_system(
     schedule: &[Arrival],
     seed: u64,
 ) -> Result<SystemRun, String> {
+    run_with(scenario, system, schedule, seed, None)
+}
+
+/// Runs the user's engine (their `Config`, `handler`, events made by `make`) as the system
+/// `name` of `scenario`, on its drawn `schedule`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_custom<E, H, F>(
+    scenario: &Scenario,
+    schedule: &[Arrival],
+    seed: u64,
+    name: &str,
+    config: veltrix_engine::Config,
+    handler: Arc<H>,
+    make: Arc<F>,
+    retry: veltrix_engine::runtime::RetryPolicy,
+) -> Result<SystemRun, String>
+where
+    E: Send + Sync + 'static,
+    H: veltrix_engine::runtime::Handler<E>,
+    F: Fn(EventSpec) -> E + Send + Sync + 'static,
+{
+    let system = SystemDef::Custom { name: toml::Spanned::new(0..0, name.to_string()), deadlines: true };
+    let workers = scenario.workers as usize;
+    let engine = custom::Custom { config, handler, make, retry, workers, event: std::marker::PhantomData };
+    run_with(scenario, &system, schedule, seed, Some(Arc::new(engine)))
+}
+
+fn run_with(
+    scenario: &Scenario,
+    system: &SystemDef,
+    schedule: &[Arrival],
+    seed: u64,
+    custom: Option<Arc<dyn custom::StartEngine>>,
+) -> Result<SystemRun, String> {
     let classes = scenario.classes.get_ref().len();
     let latency = Duration::from_nanos((scenario.faults.latency_ms.0 * 1e6) as u64);
     let jitter = Duration::from_nanos((scenario.faults.jitter_ms.0 * 1e6) as u64);
@@ -192,7 +228,9 @@ pub fn run_system(
         .rng_seed(seed)
         .build();
 
-    let server = Arc::new(ServerShared::new(scenario, system, classes));
+    let mut server = ServerShared::new(scenario, system, classes);
+    server.custom = custom;
+    let server = Arc::new(server);
     let client = Arc::new(Mutex::new(vec![ClientClass::default(); classes]));
     {
         let server = server.clone();
@@ -220,6 +258,7 @@ pub fn run_system(
             SystemDef::NaiveFifo { .. } => "naive-fifo",
             SystemDef::Fifo { .. } => "fifo",
             SystemDef::Veltrix { .. } => "veltrix",
+            SystemDef::Custom { .. } => "custom",
         },
         server: rec.classes,
         client,

@@ -12,6 +12,7 @@ use veltrix_engine::DeadLetterReason;
 use crate::scenario::{Scenario, SystemDef};
 use crate::wire::{Outcome, REQUEST_LEN, Request, Response, split_wire_id};
 
+use super::custom::StartEngine;
 use super::gate::{Gate, LOOKAHEAD_STEPS};
 use super::system::{System, start_system};
 use super::{Completion, DEPTH_EVERY_NS, MS, PORT, Refusal, SEC, ServerClass};
@@ -68,6 +69,8 @@ pub(super) struct ServerShared {
     /// Set while the system stops: finished workers skip their next decision.
     stopping: std::sync::atomic::AtomicBool,
     stop: tokio::sync::Notify,
+    /// The user's engine, for an experiment with their own handler (see `custom`).
+    pub(super) custom: Option<Arc<dyn StartEngine>>,
     /// The system under test of the host's current incarnation.
     pub(super) under_test: Mutex<Option<System>>,
     /// Set while the host is being torn down by a crash: what the teardown reports is lost.
@@ -106,7 +109,10 @@ impl ServerShared {
         let good_within_ns = scenario.useful_within_ns().into_iter().map(|d| d.unwrap_or(u64::MAX)).collect();
         let ns = |s: f64| (s * 1e9) as u64;
         ServerShared {
-            engine_deadlines: matches!(system, SystemDef::Veltrix { deadlines: true, .. }),
+            engine_deadlines: matches!(
+                system,
+                SystemDef::Veltrix { deadlines: true, .. } | SystemDef::Custom { deadlines: true, .. }
+            ),
             system: system.clone(),
             classes,
             class_names: scenario.class_names(),
@@ -132,6 +138,7 @@ impl ServerShared {
             stopping: std::sync::atomic::AtomicBool::new(false),
             stop: tokio::sync::Notify::new(),
             under_test: Mutex::new(None),
+            custom: None,
             crashing: std::sync::atomic::AtomicBool::new(false),
             crashed_once: std::sync::atomic::AtomicBool::new(false),
         }
@@ -174,6 +181,12 @@ impl ServerShared {
         let normal = req.arrival_ns + self.latency_ns;
         let ready_ns = if now > normal + self.jitter_ns + 2 * self.tick_ns { now } else { normal };
         let job = Job { req, ready_ns, reply: reply.clone() };
+        if self.custom.is_some() {
+            // A user's handler runs on the clock's steps: no exact decisions to keep (see
+            // `custom`); the request goes straight in.
+            self.offer(vec![job], Instant::now() - Duration::from_nanos(now));
+            return;
+        }
         if self.under_test().is_none() {
             // Stopped (restarting, or the run is over): refused at once.
             self.rec().classes[req.class as usize].received += 1;
@@ -278,6 +291,25 @@ impl ServerShared {
             (start, done)
         };
         tokio::time::sleep_until(t0 + Duration::from_nanos(done)).await;
+        self.handled(job, start, done);
+        // The next decision is at `done`, once every request ready by then has surely arrived —
+        // unless the system stops meanwhile: then the job is over and no decision follows.
+        let stop = self.stop.notified();
+        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::select! {
+                _ = tokio::time::sleep_until(t0 + Duration::from_nanos(done + self.lookahead_ns)) => {
+                    self.decide_at(done, t0).await;
+                }
+                _ = stop => {}
+            }
+        }
+        self.gate().idle += 1;
+        self.pump.notify_one();
+    }
+
+    /// `job` was handled, its service from `start` to `done`: recorded and answered.
+    pub(super) fn handled(&self, job: &Job, start: u64, done: u64) {
+        let req = job.req;
         let class = req.class as usize;
         // Good if the answer is back at the client in time (it travels the base latency back).
         let good = (done + self.latency_ns).saturating_sub(req.arrival_ns) <= self.good_within_ns[class];
@@ -297,19 +329,11 @@ impl ServerShared {
             });
         }
         job.respond(Outcome::Handled);
-        // The next decision is at `done`, once every request ready by then has surely arrived —
-        // unless the system stops meanwhile: then the job is over and no decision follows.
-        let stop = self.stop.notified();
-        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::select! {
-                _ = tokio::time::sleep_until(t0 + Duration::from_nanos(done + self.lookahead_ns)) => {
-                    self.decide_at(done, t0).await;
-                }
-                _ = stop => {}
-            }
-        }
-        self.gate().idle += 1;
-        self.pump.notify_one();
+    }
+
+    /// The simulated clock (ns since the start).
+    pub(super) fn now_ns(&self) -> u64 {
+        now_ns()
     }
 
     pub(super) fn dead_letter(&self, job: &Job, reason: DeadLetterReason) {

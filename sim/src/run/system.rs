@@ -65,6 +65,10 @@ pub(super) fn start_system(server: &Arc<ServerShared>, t0: Instant) -> System {
                 .expect("inside the host runtime");
             System::Veltrix(Arc::new(engine))
         }
+        SystemDef::Custom { .. } => {
+            let starter = server.custom.as_ref().expect("a custom system runs with its engine");
+            System::Veltrix(Arc::new(starter.start(server)))
+        }
         SystemDef::NaiveFifo { .. } | SystemDef::Fifo { .. } => {
             let depth = Arc::new(Mutex::new(vec![0u64; server.classes]));
             let (tx, rx): (FifoTx, Arc<tokio::sync::Mutex<FifoRx>>) = match &server.system {
