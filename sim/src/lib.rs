@@ -72,7 +72,23 @@ pub fn load(name_or_path: &str) -> Result<(Scenario, String, String), ScenarioEr
     Scenario::parse(&src, name_or_path).map(|s| (s, src, name_or_path.to_string()))
 }
 
-/// Runs every system of `scenario` with `seed`; `progress` hears `(system, index, count)`.
+/// How far a run has come, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress<'a> {
+    /// The system being simulated.
+    pub system: &'a str,
+    /// Its position among the scenario's systems (from 0), and their number.
+    pub index: usize,
+    /// How many systems the scenario compares.
+    pub count: usize,
+    /// Simulated seconds of this system's run so far.
+    pub simulated_s: f64,
+    /// Simulated seconds it will take (the scenario's duration and the final drain).
+    pub total_s: f64,
+}
+
+/// Runs every system of `scenario` with `seed`; `progress` hears each system's start and then
+/// its simulated time, every simulated second or so.
 ///
 /// # Errors
 ///
@@ -82,7 +98,7 @@ pub fn run_scenario(
     source: &str,
     seed: u64,
     argv: Vec<String>,
-    mut progress: impl FnMut(&str, usize, usize),
+    mut progress: impl FnMut(&Progress<'_>),
 ) -> Result<Report, String> {
     let started = std::time::Instant::now();
     let allocs_before = ALLOCATIONS.load(Ordering::Relaxed);
@@ -90,8 +106,11 @@ pub fn run_scenario(
     let systems = &scenario.systems;
     let mut runs = Vec::with_capacity(systems.len());
     for (i, system) in systems.iter().enumerate() {
-        progress(system.name(), i, systems.len());
-        runs.push(run::run_system(scenario, system, &schedule, seed)?);
+        let count = systems.len();
+        let mut report = |simulated_s: f64, total_s: f64| {
+            progress(&Progress { system: system.name(), index: i, count, simulated_s, total_s });
+        };
+        runs.push(run::run_system_reporting(scenario, system, &schedule, seed, &mut report)?);
     }
     let deterministic: Deterministic = report::build(scenario, source, seed, &schedule, &runs);
     let wall = started.elapsed().as_secs_f64();

@@ -145,15 +145,15 @@ fn run(name: &str, seed: Option<u64>, json: bool, out: Option<PathBuf>, argv: Ve
         Err(e) => return bad_scenario(&e),
     };
     let seed = pick_seed(seed, &scenario, json);
-    let report =
-        match veltrix_sim::run_scenario(&scenario, &source, seed, argv, |sys, i, n| eprintln!("[{}/{n}] {sys}", i + 1))
-        {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
+    let mut progress = RunProgress::new();
+    let report = match veltrix_sim::run_scenario(&scenario, &source, seed, argv, |p| progress.show(p)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    progress.finish();
     let dir = out.unwrap_or_else(|| PathBuf::from("target/veltrix-sim").join(format!("{}-{seed}", scenario.name)));
     let written = match veltrix_sim::write_outputs(&report, &dir) {
         Ok(paths) => paths,
@@ -223,7 +223,7 @@ fn replay(path: &PathBuf) -> ExitCode {
         Err(e) => return bad_scenario(&e),
     };
     println!("replaying {} with seed {seed}", scenario.name);
-    let report = match veltrix_sim::run_scenario(&scenario, source, seed, Vec::new(), |_, _, _| {}) {
+    let report = match veltrix_sim::run_scenario(&scenario, source, seed, Vec::new(), |_| {}) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
@@ -355,4 +355,48 @@ fn theory_grid(thorough: bool, out: Option<PathBuf>) -> ExitCode {
         if thorough { " --thorough" } else { "" }
     );
     ExitCode::FAILURE
+}
+
+/// What `run` shows on stderr while it simulates: on a terminal, a bar of simulated seconds
+/// per system; otherwise one line per system.
+struct RunProgress {
+    bar: Option<indicatif::ProgressBar>,
+    system: Option<usize>,
+}
+
+impl RunProgress {
+    fn new() -> RunProgress {
+        use std::io::IsTerminal;
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} {bar:40} {pos}/{len} simulated s")
+                    .expect("valid template"),
+            );
+            bar
+        });
+        RunProgress { bar, system: None }
+    }
+
+    fn show(&mut self, p: &veltrix_sim::Progress<'_>) {
+        let new_system = self.system != Some(p.index);
+        self.system = Some(p.index);
+        match &self.bar {
+            Some(bar) => {
+                if new_system {
+                    bar.set_length(p.total_s.ceil() as u64);
+                    bar.set_message(format!("[{}/{}] {}", p.index + 1, p.count, p.system));
+                }
+                bar.set_position(p.simulated_s as u64);
+            }
+            None if new_system => eprintln!("[{}/{}] {}", p.index + 1, p.count, p.system),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
 }

@@ -72,7 +72,7 @@ pub fn run(
             tick(v);
             let src = set(source, key, v)?;
             let scenario = Scenario::parse(&src, &format!("<{key} = {v}>")).map_err(|e| e.to_string())?;
-            let report = crate::run_scenario(&scenario, &src, seed, Vec::new(), |_, _, _| {})?;
+            let report = crate::run_scenario(&scenario, &src, seed, Vec::new(), |_| {})?;
             Ok((v, report.deterministic))
         })
         .collect()

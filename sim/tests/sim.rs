@@ -11,8 +11,22 @@ fn run_det(name_or_src: &str, seed: u64) -> String {
         Ok((s, src, _)) => (s, src),
         Err(_) => (Scenario::parse(name_or_src, "<test>").unwrap(), name_or_src.to_string()),
     };
-    let report = run_scenario(&scenario, &src, seed, vec!["ignored".into()], |_, _, _| {}).unwrap();
+    let report = run_scenario(&scenario, &src, seed, vec!["ignored".into()], |_| {}).unwrap();
     deterministic_json(&report.deterministic)
+}
+
+#[test]
+fn progress_reports_each_system_and_its_simulated_seconds() {
+    let (scenario, src, _) = load("S2").unwrap();
+    let mut seen: Vec<(usize, f64, f64)> = Vec::new();
+    run_scenario(&scenario, &src, 1, Vec::new(), |p| seen.push((p.index, p.simulated_s, p.total_s))).unwrap();
+    for system in 0..3 {
+        let mine: Vec<&(usize, f64, f64)> = seen.iter().filter(|s| s.0 == system).collect();
+        assert!(mine.len() > 50, "about once per simulated second: {}", mine.len());
+        assert!(mine.windows(2).all(|w| w[0].1 <= w[1].1), "simulated time only grows");
+        let (last, total) = (mine.last().unwrap().1, mine[0].2);
+        assert!(total >= 60.0 && last >= 60.0 && last <= total, "{last} of {total}");
+    }
 }
 
 #[test]
@@ -50,7 +64,7 @@ capacity = 5000
 deadlines = false
 "#;
     let scenario = Scenario::parse(src, "<theory-other>").unwrap();
-    let report = run_scenario(&scenario, src, 9, Vec::new(), |_, _, _| {}).unwrap();
+    let report = run_scenario(&scenario, src, 9, Vec::new(), |_| {}).unwrap();
     let checks = &report.deterministic.theory;
     // M/M/1 mean and p99, Cobham per class, Little per class per system.
     assert_eq!(checks.len(), 2 + 2 + 2 * 2, "{checks:#?}");
@@ -258,7 +272,7 @@ name = "veltrix"
 checks = ["veltrix.identities_hold == 1", "naive.identities_hold == 1", "veltrix.recovery_s < 3"]
 "#;
     let scenario = Scenario::parse(src, "<crash>").unwrap();
-    let report = run_scenario(&scenario, src, 1, Vec::new(), |_, _, _| {}).unwrap();
+    let report = run_scenario(&scenario, src, 1, Vec::new(), |_| {}).unwrap();
     let d = &report.deterministic;
     assert!(d.expectations.iter().all(|e| e.holds), "{:#?}", d.expectations);
     let v = &d.systems[1].total;

@@ -110,7 +110,7 @@ fn check(seed: u64) -> Result<(), String> {
     let src = scenario(seed);
     let scenario = Scenario::parse(&src, &format!("<swarm seed {seed}>"))
         .map_err(|e| format!("generated an invalid scenario: {e}\n{src}"))?;
-    let report = veltrix_sim::run_scenario(&scenario, &src, seed, Vec::new(), |_, _, _| {})?;
+    let report = veltrix_sim::run_scenario(&scenario, &src, seed, Vec::new(), |_| {})?;
     let d = &report.deterministic;
     let sys = &d.systems[0];
     let broken: Vec<&str> = sys.identities.iter().filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();

@@ -177,7 +177,23 @@ pub fn run_system(
     schedule: &[Arrival],
     seed: u64,
 ) -> Result<SystemRun, String> {
-    run_with(scenario, system, schedule, seed, None)
+    run_with(scenario, system, schedule, seed, None, &mut |_, _| {})
+}
+
+/// [`run_system`], telling `progress` the simulated seconds so far and in all, at the start and
+/// then about once per simulated second.
+///
+/// # Errors
+///
+/// A message if the simulation itself fails (a host errored).
+pub fn run_system_reporting(
+    scenario: &Scenario,
+    system: &SystemDef,
+    schedule: &[Arrival],
+    seed: u64,
+    progress: &mut dyn FnMut(f64, f64),
+) -> Result<SystemRun, String> {
+    run_with(scenario, system, schedule, seed, None, progress)
 }
 
 /// Runs the user's engine (their `Config`, `handler`, events made by `make`) as the system
@@ -201,7 +217,7 @@ where
     let system = SystemDef::Custom { name: toml::Spanned::new(0..0, name.to_string()), deadlines: true };
     let workers = scenario.workers as usize;
     let engine = custom::Custom { config, handler, make, retry, workers, event: std::marker::PhantomData };
-    run_with(scenario, &system, schedule, seed, Some(Arc::new(engine)))
+    run_with(scenario, &system, schedule, seed, Some(Arc::new(engine)), &mut |_, _| {})
 }
 
 fn run_with(
@@ -210,6 +226,7 @@ fn run_with(
     schedule: &[Arrival],
     seed: u64,
     custom: Option<Arc<dyn custom::StartEngine>>,
+    progress: &mut dyn FnMut(f64, f64),
 ) -> Result<SystemRun, String> {
     let classes = scenario.classes.get_ref().len();
     let latency = Duration::from_nanos((scenario.faults.latency_ms.0 * 1e6) as u64);
@@ -240,7 +257,14 @@ fn run_with(
     sim.client("client", client_main(plan, client.clone()));
 
     let mut faults = FaultScript::new(scenario);
+    let total_s = (end_ns + grace_ns) as f64 / 1e9;
+    let mut next_report = 0.0;
     loop {
+        let simulated_s = sim.elapsed().as_secs_f64();
+        if simulated_s >= next_report {
+            progress(simulated_s.min(total_s), total_s);
+            next_report = simulated_s.floor() + 1.0;
+        }
         faults.apply_due(&mut sim, &server);
         if sim.step().map_err(|e| format!("simulation failed: {e}"))? {
             break;
