@@ -162,6 +162,26 @@ pub struct Row {
     pub holds: bool,
 }
 
+impl std::fmt::Display for Row {
+    /// `FIFO M/M/1 ρ=0.9 S̄=2 ms all mean sojourn (M/M/1): theory 10.000, measured 9.871 ± 0.412
+    /// at 99.9% (-1.29%)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ρ={} S̄={} ms {} {}: theory {:.3}, measured {:.3} ± {:.3} at 99.9% ({:+.2}%)",
+            self.cell.model.name(),
+            self.cell.rho,
+            self.cell.service_ms,
+            self.class,
+            self.quantity,
+            self.theory,
+            self.measured.mean,
+            self.half_width_999,
+            self.error_pct
+        )
+    }
+}
+
 /// Runs `cell` and checks it.
 ///
 /// # Errors

@@ -337,18 +337,7 @@ fn theory_grid(thorough: bool, out: Option<PathBuf>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     for r in failed {
-        eprintln!(
-            "theory check failed: {} ρ={} S̄={} ms {} {}: theory {:.3}, measured {:.3} ± {:.3} at 99.9% ({:+.2}%)",
-            r.cell.model.name(),
-            r.cell.rho,
-            r.cell.service_ms,
-            r.class,
-            r.quantity,
-            r.theory,
-            r.measured.mean,
-            r.half_width_999,
-            r.error_pct
-        );
+        eprintln!("theory check failed: {r}");
     }
     eprintln!(
         "reproduce: cargo run --release -p veltrix-sim -- theory-grid{}",
