@@ -33,20 +33,39 @@ pub fn thread_allocations() -> u64 {
 pub struct CountingAllocator;
 
 // SAFETY: every method delegates to the system allocator with the caller's arguments, so it
-// upholds exactly the system allocator's contract; the counters are atomics.
+// upholds exactly the system allocator's contract. Counting touches only an atomic and this
+// thread's const-initialized cell, neither of which allocates.
 #[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        ALLOCATIONS_COUNTED.store(true, Ordering::Relaxed);
-        // A thread being torn down has no thread-locals left: its last allocations go uncounted.
-        let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        count();
         // SAFETY: the caller's contract (non-zero size) is the system allocator's.
         unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count();
+        // SAFETY: as `alloc`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count();
+        // SAFETY: `ptr` came from this allocator (so from the system one) with `layout`, and the
+        // caller guarantees `new_size` is valid for it.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from `alloc` above, that is from the system allocator, with `layout`.
         unsafe { System.dealloc(ptr, layout) }
     }
+}
+
+/// One more allocation, process-wide and on this thread.
+fn count() {
+    ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    ALLOCATIONS_COUNTED.store(true, Ordering::Relaxed);
+    // A thread being torn down has no thread-locals left: its last allocations go uncounted.
+    let _ = THREAD_ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
 }

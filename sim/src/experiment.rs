@@ -34,6 +34,10 @@
 //! report.assert(&[Slo::goodput_at_least("CRITICAL_PLUS", 0.99), Slo::lost_at_most(None, 0)]);
 //! ```
 //!
+//! Run it from a plain `#[test]` or `main`, not inside a tokio runtime (`#[tokio::test]`): the
+//! simulation brings its own. `VELTRIX_SIM_SEED` overrides every experiment's seed in the process
+//! (that is how a failure's reproduce line replays it).
+//!
 //! **Time.** Your handler's `tokio::time::sleep` is service time on the simulated clock; so is
 //! anything else that waits on tokio's timers. CPU work takes no simulated time. The clock moves
 //! in steps (`tick_ms`, default 1 ms) and timers fire on them, so a handler sleeping 0.2 ms takes
@@ -56,6 +60,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use veltrix_engine::runtime::EngineBuildError;
 use veltrix_engine::runtime::{Engine, Handler, HandlerContext, Outcome, RetryPolicy, RouteSpec, Submission};
 use veltrix_engine::{ClassId, Config, DeadLetterReason};
 
@@ -85,6 +90,8 @@ pub enum ExperimentError {
     Seed(String),
     /// A [`Workload`] method named a class that was not added before it.
     UnknownClass(String),
+    /// The engine refuses the route (a retry policy of zero attempts).
+    Engine(EngineBuildError),
     /// The simulation itself failed.
     Simulation(String),
     /// [`CountingAllocator`](crate::CountingAllocator) is not installed, so nothing can be
@@ -107,13 +114,14 @@ impl std::fmt::Display for ExperimentError {
             ExperimentError::Workload(e) => write!(f, "workload: {e}"),
             ExperimentError::Classes { workload, config } => write!(
                 f,
-                "the workload's classes {workload:?} are not the Config's {config:?} (the same number, most \
+                "the workload's classes {workload:?} are not the Config's {config:?} (the same names, most \
                  critical first)"
             ),
             ExperimentError::Seed(v) => write!(f, "{SEED_VAR}={v:?} is not a number"),
             ExperimentError::UnknownClass(c) => {
                 write!(f, "the workload has no class `{c}` (add it with `class` first)")
             }
+            ExperimentError::Engine(e) => write!(f, "engine: {e}"),
             ExperimentError::Simulation(e) => write!(f, "simulation failed: {e}"),
             ExperimentError::NoCountingAllocator => f.write_str(
                 "no allocations counted: install the counting allocator in the test binary with \
@@ -139,6 +147,7 @@ pub struct Experiment<E, H, F> {
     make: Arc<F>,
     seed: u64,
     retry: RetryPolicy,
+    deadlines: bool,
     event: PhantomData<fn() -> E>,
 }
 
@@ -165,7 +174,7 @@ where
     pub fn new(workload: &str, config: Config, handler: H, make: F) -> Result<Self, ExperimentError> {
         let scenario = Scenario::parse_experiment(workload, "<experiment>").map_err(ExperimentError::Workload)?;
         let names: Vec<String> = config.classes().iter().map(|c| c.name.clone()).collect();
-        if names.len() != scenario.classes.get_ref().len() {
+        if names != scenario.class_names() {
             return Err(ExperimentError::Classes { workload: scenario.class_names(), config: names });
         }
         let seed = match std::env::var(SEED_VAR) {
@@ -180,6 +189,7 @@ where
             make: Arc::new(make),
             seed,
             retry: RetryPolicy::none(),
+            deadlines: false,
             event: PhantomData,
         })
     }
@@ -198,12 +208,30 @@ where
         self
     }
 
+    /// Give each event the workload's class deadline (or the client's timeout, if sooner) as
+    /// its engine deadline, as a front end that knows when an answer stops being useful would
+    /// (default: off — your `Config`'s own class deadlines apply either way).
+    pub fn engine_deadlines(mut self, on: bool) -> Self {
+        self.deadlines = on;
+        self
+    }
+
+    /// The engine's own rules for the route, before anything runs.
+    fn check_route(&self) -> Result<(), ExperimentError> {
+        if self.retry.max_attempts == 0 {
+            return Err(ExperimentError::Engine(EngineBuildError::ZeroAttempts("yours".into())));
+        }
+        Ok(())
+    }
+
     /// Runs the workload against your engine on turmoil: deterministic for one seed.
     ///
     /// # Errors
     ///
+    /// [`ExperimentError::Engine`] for a retry policy of zero attempts,
     /// [`ExperimentError::Simulation`] if the simulation fails.
     pub fn run(&self) -> Result<ExperimentReport, ExperimentError> {
+        self.check_route()?;
         let started = std::time::Instant::now();
         let schedule = workload::schedule(&self.scenario, self.seed);
         let system = run::run_custom(
@@ -215,6 +243,7 @@ where
             self.handler.clone(),
             self.make.clone(),
             self.retry,
+            self.deadlines,
         )
         .map_err(ExperimentError::Simulation)?;
         let deterministic = report::build(&self.scenario, &self.source, self.seed, &schedule, &[system]);
@@ -234,15 +263,20 @@ where
         })
     }
 
-    /// Allocations per handled event on the engine path — submit, queue, your handler — over
-    /// `events` events after a warm-up, measured on a paused tokio clock outside the simulator
-    /// (so the simulator's own allocations do not count; your events are made beforehand).
+    /// Allocations per handled event on the engine path — submit, queue, dead letters, your
+    /// handler — over `events` events submitted after a warm-up,
+    /// measured on a paused tokio clock outside the simulator, so the simulator's own
+    /// allocations do not count and your events are made beforehand. It counts the calling
+    /// thread, which runs the engine, its workers and your handler: work your handler sends to
+    /// other threads (`spawn_blocking`, its own pool) is not counted.
     ///
     /// # Errors
     ///
     /// [`ExperimentError::NoCountingAllocator`] without [`CountingAllocator`](crate::CountingAllocator)
-    /// installed.
+    /// installed; [`ExperimentError::Engine`] for a retry policy of zero attempts;
+    /// [`ExperimentError::Simulation`] if the events do not finish within a simulated hour.
     pub fn allocations_per_event(&self, events: usize) -> Result<f64, ExperimentError> {
+        self.check_route()?;
         let warm_up = events.clamp(100, 10_000);
         let mut rates: Vec<f64> = self.scenario.classes.get_ref().iter().map(|c| c.arrivals.rate_per_s.0).collect();
         if rates.iter().all(|r| *r <= 0.0) {
@@ -264,39 +298,52 @@ where
             .start_paused(true)
             .build()
             .map_err(|e| ExperimentError::Simulation(e.to_string()))?;
-        let done = Arc::new(AtomicU64::new(0));
-        let counted = Counted { inner: self.handler.clone(), done: done.clone(), event: PhantomData };
+        // Events handled (`Ok`), and dead-lettered (after any retries, or shed).
+        let (handled, dead) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let counted = Counted { inner: self.handler.clone(), handled: handled.clone(), event: PhantomData };
         let spec = RouteSpec::new(self.config.clone()).workers(self.scenario.workers as usize).retry(self.retry);
+        let mut made = made.into_iter();
+        let warm: Vec<(ClassId, E)> = made.by_ref().take(warm_up).collect();
+        let measured_batch: Vec<(ClassId, E)> = made.collect();
+        let sink_dead = dead.clone();
         let measured = runtime.block_on(async move {
-            let engine = Engine::builder().route("measured", spec, counted).build().expect("one route, in a runtime");
-            let mut made = made.into_iter();
-            let mut run = |n: usize| {
-                let batch: Vec<(ClassId, E)> = made.by_ref().take(n).collect();
+            let engine = Engine::builder()
+                .route("measured", spec, counted)
+                .dead_letter_sink(move |_| {
+                    sink_dead.fetch_add(1, Ordering::Relaxed);
+                })
+                .build()
+                .expect("one route with workers and attempts, in a runtime");
+            // Submits a batch (waiting while a class is full) and waits, on the paused clock,
+            // until every accepted event has finished.
+            let finished = || handled.load(Ordering::Relaxed) + dead.load(Ordering::Relaxed);
+            let run = |batch: Vec<(ClassId, E)>| {
                 let engine = &engine;
-                let done = done.clone();
                 async move {
-                    let target = done.load(Ordering::Relaxed) + batch.len() as u64;
+                    let mut accepted = 0u64;
+                    let start = finished();
                     for (class, event) in batch {
-                        // Waits while the class is full; refused events are not handled.
-                        let _ = engine.submit(Submission::new("measured", class, event)).await;
+                        accepted += u64::from(engine.submit(Submission::new("measured", class, event)).await.is_ok());
                     }
-                    let stats_free_wait = || done.load(Ordering::Relaxed) < target;
-                    let mut idle = 0;
-                    while stats_free_wait() && idle < 10_000 {
+                    // A simulated hour at most: a handler that never returns is not measured.
+                    for _ in 0..3_600_000 {
+                        if finished() >= start + accepted {
+                            return Ok(accepted);
+                        }
                         tokio::time::sleep(Duration::from_millis(1)).await;
-                        idle += 1;
                     }
+                    Err(ExperimentError::Simulation("the events did not finish within a simulated hour".into()))
                 }
             };
-            run(warm_up).await;
+            run(warm).await?;
             // This thread runs the engine, its workers and the handler (a current-thread
             // runtime): its count is the engine path's alone.
-            let (before, handled_before) = (crate::thread_allocations(), done.load(Ordering::Relaxed));
-            run(events).await;
-            let (after, handled_after) = (crate::thread_allocations(), done.load(Ordering::Relaxed));
+            let (before, handled_before) = (crate::thread_allocations(), handled.load(Ordering::Relaxed));
+            run(measured_batch).await?;
+            let (after, handled_after) = (crate::thread_allocations(), handled.load(Ordering::Relaxed));
             engine.shutdown(Duration::ZERO).await;
-            (after - before) as f64 / (handled_after - handled_before).max(1) as f64
-        });
+            Ok::<f64, ExperimentError>((after - before) as f64 / (handled_after - handled_before).max(1) as f64)
+        })?;
         if !ALLOCATIONS_COUNTED.load(Ordering::Relaxed) {
             return Err(ExperimentError::NoCountingAllocator);
         }
@@ -317,20 +364,22 @@ where
     }
 }
 
-/// Counts finished attempts (for the allocation measurement's wait); allocates nothing.
+/// Counts handled events (for the allocation measurement's wait); allocates nothing.
 struct Counted<E, H> {
     inner: Arc<H>,
-    done: Arc<AtomicU64>,
+    handled: Arc<AtomicU64>,
     event: PhantomData<fn() -> E>,
 }
 
 impl<E: Send + Sync + 'static, H: Handler<E>> Handler<E> for Counted<E, H> {
     fn handle(&self, event: &E, cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
         let work = self.inner.handle(event, cx);
-        let done = self.done.clone();
+        let handled = self.handled.clone();
         async move {
             let outcome = work.await;
-            done.fetch_add(1, Ordering::Relaxed);
+            if outcome == Outcome::Ok {
+                handled.fetch_add(1, Ordering::Relaxed);
+            }
             outcome
         }
     }
@@ -422,7 +471,8 @@ impl std::fmt::Display for Slo {
 /// Objectives that did not hold, with what was measured and how to reproduce the run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SloFailure {
-    /// Each failed objective and the measured value (`None`: its class does not exist).
+    /// Each failed objective and the measured value (`None`: its class does not exist, or a
+    /// latency objective's class handled nothing).
     pub failed: Vec<(Slo, Option<f64>)>,
     /// The command that reruns the experiment with the same seed.
     pub reproduce: String,
@@ -433,7 +483,7 @@ impl std::fmt::Display for SloFailure {
         for (slo, actual) in &self.failed {
             match actual {
                 Some(a) => writeln!(f, "SLO failed: {slo} (measured {a})")?,
-                None => writeln!(f, "SLO failed: {slo} (no such class)")?,
+                None => writeln!(f, "SLO failed: {slo} (nothing to measure: no such class, or nothing handled)")?,
             }
         }
         write!(f, "reproduce: {}", self.reproduce)
@@ -463,16 +513,22 @@ impl ExperimentReport {
         &self.report.deterministic.systems[0].total
     }
 
-    /// The measured value of `slo`'s figure (`None` if its class does not exist).
+    /// The measured value of `slo`'s figure: `None` if its class does not exist, or for a
+    /// latency if the class handled nothing after the warm-up (no latency to speak of).
     pub fn measured(&self, slo: &Slo) -> Option<f64> {
         let of = |c: &Option<String>| match c {
             Some(name) => self.class(name),
             None => Some(self.total()),
         };
+        let latency = |class: &str| Some(self.class(class)?.latency_ms).filter(|l| l.samples > 0);
         Some(match slo {
-            Slo::GoodputAtLeast { class, .. } => self.class(class)?.goodput_ratio,
-            Slo::P99LatencyAtMost { class, .. } => self.class(class)?.latency_ms.p99,
-            Slo::MeanLatencyAtMost { class, .. } => self.class(class)?.latency_ms.mean,
+            // From the counts, not the report's rounded ratio.
+            Slo::GoodputAtLeast { class, .. } => {
+                let c = self.class(class)?;
+                if c.offered_fresh == 0 { 1.0 } else { c.goodput as f64 / c.offered_fresh as f64 }
+            }
+            Slo::P99LatencyAtMost { class, .. } => latency(class)?.p99,
+            Slo::MeanLatencyAtMost { class, .. } => latency(class)?.mean,
             Slo::LostAtMost { class, .. } => of(class)?.lost as f64,
             Slo::DeadLetteredAtMost { class, reason, .. } => {
                 let dead = &of(class)?.dead_lettered;
@@ -523,9 +579,17 @@ impl ExperimentReport {
     /// The command that reruns this experiment: the seed in `VELTRIX_SIM_SEED`, and the test
     /// it ran in (the thread's name, as the test harness sets it).
     pub fn reproduce(&self) -> String {
-        match std::thread::current().name().filter(|n| *n != "main") {
-            Some(test) => format!("{SEED_VAR}={} cargo test -- --exact {test}", self.seed),
-            None => format!("{SEED_VAR}={} <the same command>", self.seed),
+        // A test binary is named `<target>-<hash>`.
+        let binary = std::env::args()
+            .next()
+            .and_then(|a| std::path::Path::new(&a).file_stem().map(|s| s.to_string_lossy().into_owned()))
+            .map(|stem| stem.rsplit_once('-').map_or(stem.clone(), |(name, _)| name.to_string()));
+        match (std::thread::current().name().filter(|n| *n != "main"), binary) {
+            (Some(test), Some(binary)) => {
+                format!("{SEED_VAR}={} cargo test -- --exact {test}   (test binary `{binary}`)", self.seed)
+            }
+            (Some(test), None) => format!("{SEED_VAR}={} cargo test -- --exact {test}", self.seed),
+            (None, _) => format!("{SEED_VAR}={} <the same command>", self.seed),
         }
     }
 }

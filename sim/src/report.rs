@@ -106,6 +106,8 @@ pub struct SystemReport {
 /// A distribution of times in ms: its mean and percentiles.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
+    /// How many times it is made of (0: every figure is 0 and means nothing).
+    pub samples: u64,
     /// Mean.
     pub mean: f64,
     /// Median.
@@ -129,7 +131,15 @@ impl Percentiles {
         v.sort_by(f64::total_cmp);
         let q = |q: f64| round3(v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1]);
         let mean = round3(v.iter().sum::<f64>() / v.len() as f64);
-        Percentiles { mean, p50: q(0.5), p90: q(0.9), p99: q(0.99), p999: q(0.999), max: round3(v[v.len() - 1]) }
+        Percentiles {
+            samples: v.len() as u64,
+            mean,
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: round3(v[v.len() - 1]),
+        }
     }
 }
 

@@ -95,18 +95,43 @@ fn a_failed_slo_names_the_measurement_and_the_command_that_reproduces_it() {
     let failure: SloFailure = report.check(&slos).unwrap_err();
     assert_eq!(failure.failed.len(), 3);
     assert!(failure.failed[2].1.is_none(), "no such class");
+    assert!(text_of(&report, &[Slo::p99_latency_at_most("CRITICAL", 1e9)]).is_none(), "CRITICAL was handled");
     let text = failure.to_string();
     assert!(text.contains("SLO failed: BULK goodput ≥ 0.999 (measured 0."), "{text}");
     assert!(text.contains("SLO failed: BULK dead-lettered (shed) ≤ 0 (measured "), "{text}");
     assert!(
         text.ends_with(
             "reproduce: VELTRIX_SIM_SEED=3 cargo test -- --exact \
-             a_failed_slo_names_the_measurement_and_the_command_that_reproduces_it"
+             a_failed_slo_names_the_measurement_and_the_command_that_reproduces_it   (test binary `experiment`)"
         ),
         "{text}"
     );
     let panic = std::panic::catch_unwind(|| report.assert(&slos[..1])).unwrap_err();
     assert!(panic.downcast_ref::<String>().unwrap().contains("reproduce: VELTRIX_SIM_SEED=3"));
+}
+
+fn text_of(report: &veltrix_sim::ExperimentReport, slos: &[Slo]) -> Option<String> {
+    report.check(slos).err().map(|e| e.to_string())
+}
+
+/// Fails every event.
+struct Failing;
+impl Handler<Duration> for Failing {
+    fn handle(&self, _: &Duration, _cx: HandlerContext) -> impl Future<Output = Outcome> + Send {
+        std::future::ready(Outcome::Fatal)
+    }
+}
+
+#[test]
+fn a_latency_objective_fails_when_nothing_was_handled_and_a_zero_attempt_policy_is_an_error() {
+    let report = Experiment::new(&workload().toml().unwrap(), config(), Failing, spend).unwrap().run().unwrap();
+    let text = text_of(&report, &[Slo::p99_latency_at_most("CRITICAL", 100.0)]).expect("nothing was handled");
+    assert!(text.contains("nothing to measure"), "{text}");
+    let mut zero = veltrix_engine::runtime::RetryPolicy::none();
+    zero.max_attempts = 0;
+    let e =
+        Experiment::new(&workload().toml().unwrap(), config(), Sleeper, spend).unwrap().retry(zero).run().unwrap_err();
+    assert!(matches!(e, ExperimentError::Engine(_)), "{e}");
 }
 
 #[test]

@@ -7,21 +7,23 @@ use veltrix_sim::scenario::Scenario;
 use veltrix_sim::workload::{Arrival, schedule};
 
 /// Two classes under strict priority and a naive FIFO, 0.5 ms mean service (half a default
-/// step), ρ = 0.7, one worker.
-fn scenario(tick_ms: u32) -> Scenario {
+/// step), ρ = 0.7 on each of `workers` workers.
+fn scenario(tick_ms: u32, workers: u32) -> Scenario {
+    let (hi, lo) = (500 * workers, 900 * workers);
     let src = format!(
         r#"
 schema = 1
 name = "fidelity"
 duration_s = 20
 tick_ms = {tick_ms}
+workers = {workers}
 service = {{ kind = "exponential", mean_ms = 0.5 }}
 [[class]]
 name = "HI"
-arrivals = {{ kind = "poisson", rate_per_s = 500 }}
+arrivals = {{ kind = "poisson", rate_per_s = {hi} }}
 [[class]]
 name = "LO"
-arrivals = {{ kind = "poisson", rate_per_s = 900 }}
+arrivals = {{ kind = "poisson", rate_per_s = {lo} }}
 [[system]]
 kind = "veltrix"
 name = "strict"
@@ -41,8 +43,8 @@ type Times = (u8, u64, u64, u64);
 
 /// `(class, arrival, start, done)` of every completion that ended well before the end (the
 /// last few steps of a run depend on when the step lets the server stop).
-fn completions(tick_ms: u32, system: usize, seed: u64) -> (Vec<Times>, Vec<Arrival>) {
-    let s = scenario(tick_ms);
+fn completions(tick_ms: u32, workers: u32, system: usize, seed: u64) -> (Vec<Times>, Vec<Arrival>) {
+    let s = scenario(tick_ms, workers);
     let arrivals = schedule(&s, seed);
     let run = run_system(&s, &s.systems[system], &arrivals, seed).unwrap();
     let end = (s.duration_s.0 * 1e9) as u64 - 100_000_000;
@@ -59,8 +61,8 @@ fn completions(tick_ms: u32, system: usize, seed: u64) -> (Vec<Times>, Vec<Arriv
 #[test]
 fn every_completion_is_the_same_at_a_step_of_1_and_3_ms() {
     for system in 0..2 {
-        let (one, _) = completions(1, system, 11);
-        let (three, _) = completions(3, system, 11);
+        let (one, _) = completions(1, 1, system, 11);
+        let (three, _) = completions(3, 1, system, 11);
         assert!(one.len() > 25_000, "{}", one.len());
         assert_eq!(one.len(), three.len(), "system {system}");
         let first_difference = one.iter().zip(&three).position(|(a, b)| a != b);
@@ -68,46 +70,57 @@ fn every_completion_is_the_same_at_a_step_of_1_and_3_ms() {
     }
 }
 
-/// The exact single-server non-preemptive strict-priority queue, event by event: at each
-/// service start, the most critical waiting event (earliest within its class) goes first.
-fn oracle(arrivals: &[Arrival]) -> Vec<Times> {
+/// The exact non-preemptive strict-priority queue with `workers` servers, event by event: when
+/// a server is free (the one free first), the most critical waiting event (earliest within its
+/// class) starts on it; if none waits, the next arrival does, when it arrives.
+fn oracle(arrivals: &[Arrival], workers: usize) -> Vec<Times> {
     let mut by_time: Vec<&Arrival> = arrivals.iter().collect();
     by_time.sort_by_key(|a| (a.at_ns, a.id));
     let mut waiting: std::collections::BTreeSet<(u8, u64, u64)> = std::collections::BTreeSet::new();
     let mut service = std::collections::HashMap::new();
-    let (mut next, mut free_at, mut out) = (0, 0u64, Vec::new());
+    let (mut next, mut free_at, mut out) = (0, vec![0u64; workers], Vec::new());
     while next < by_time.len() || !waiting.is_empty() {
-        // Everything that has arrived by the time the server is free joins the queue; if none
-        // waits, the server idles until the next arrival.
+        let server = (0..workers).min_by_key(|&i| (free_at[i], i)).expect("a server");
+        let mut at = free_at[server];
         if waiting.is_empty() {
-            free_at = free_at.max(by_time[next].at_ns);
+            at = at.max(by_time[next].at_ns);
         }
-        while next < by_time.len() && by_time[next].at_ns <= free_at {
+        while next < by_time.len() && by_time[next].at_ns <= at {
             let a = by_time[next];
             waiting.insert((a.class, a.at_ns, a.id));
             service.insert(a.id, a.service_ns);
             next += 1;
         }
-        let (class, at, id) = waiting.pop_first().expect("something waits");
-        let done = free_at + service[&id];
-        out.push((class, at, free_at, done));
-        free_at = done;
+        let (class, arrival, id) = waiting.pop_first().expect("something waits");
+        let done = at + service[&id];
+        out.push((class, arrival, at, done));
+        free_at[server] = done;
     }
+    out.sort_unstable_by_key(|c| (c.2, c.1));
     out
 }
 
-#[test]
-fn strict_priority_decides_exactly_as_the_continuous_time_queue() {
-    let (measured, arrivals) = completions(1, 0, 5);
-    let expected = oracle(&arrivals);
-    let expected: Vec<_> = expected.into_iter().filter(|c| c.3 < measured.last().unwrap().3 + 1).collect();
-    assert!(measured.len() > 25_000);
+fn matches_the_oracle(workers: u32) {
+    let (measured, arrivals) = completions(1, workers, 0, 5);
+    let last = measured.last().unwrap().3;
+    let expected: Vec<_> = oracle(&arrivals, workers as usize).into_iter().filter(|c| c.3 <= last).collect();
+    assert!(measured.len() > 25_000 * workers as usize, "{}", measured.len());
     let first_difference = measured.iter().zip(&expected).position(|(a, b)| a != b);
     assert_eq!(
         first_difference,
         None,
-        "{:?}",
+        "{workers} workers: {:?}",
         first_difference.map(|i| (&measured[i.saturating_sub(2)..=i], &expected[i.saturating_sub(2)..=i]))
     );
     assert_eq!(measured.len(), expected.len());
+}
+
+#[test]
+fn strict_priority_decides_exactly_as_the_continuous_time_queue() {
+    matches_the_oracle(1);
+}
+
+#[test]
+fn with_two_workers_too() {
+    matches_the_oracle(2);
 }

@@ -37,7 +37,7 @@
 //! the exact end of service. Admission is exact: a request is offered to the system when every
 //! decision before its ready time has been taken and none after it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::server::Job;
 
@@ -60,11 +60,28 @@ pub(super) struct Gate {
     /// Requests received after the decision at their ready time was taken (only possible beyond
     /// the look-ahead, as after a partition); they take part in the next one.
     pub(super) late: u64,
+    /// The decisions busy workers will take, by `(instant, order of registration)`: with several
+    /// workers, the one whose service ends first decides first, whatever order their timers
+    /// fire in within a step.
+    pending: BTreeSet<(u64, u64)>,
+    next_pending: u64,
+    /// Workers that finished their job and have not yet taken their next decision.
+    pub(super) finishing: usize,
 }
 
 impl Gate {
     pub(super) fn new(workers: usize) -> Gate {
-        Gate { held: BTreeMap::new(), next_seq: 0, released_through: 0, idle: workers, queued: 0, late: 0 }
+        Gate {
+            held: BTreeMap::new(),
+            next_seq: 0,
+            released_through: 0,
+            idle: workers,
+            queued: 0,
+            late: 0,
+            pending: BTreeSet::new(),
+            next_pending: 0,
+            finishing: 0,
+        }
     }
 
     /// Holds `job` until its decision; a job whose ready time was already decided joins the
@@ -96,11 +113,37 @@ impl Gate {
         std::mem::replace(&mut self.held, later).into_values().collect()
     }
 
-    /// A crash: what was held vanishes with the host (as bytes on the wire do), and the new
-    /// incarnation starts with `workers` idle workers.
-    pub(super) fn crash(&mut self, workers: usize) -> Vec<Job> {
+    /// A worker will decide at `at` (its service's end): its place among the pending decisions.
+    pub(super) fn will_decide(&mut self, at: u64) -> (u64, u64) {
+        let key = (at, self.next_pending);
+        self.next_pending += 1;
+        self.pending.insert(key);
+        key
+    }
+
+    /// Whether the decision `key` is the earliest still to be taken.
+    pub(super) fn decides_next(&self, key: (u64, u64)) -> bool {
+        self.pending.first() == Some(&key)
+    }
+
+    /// The decision `key` was taken (or will not be: its worker stops).
+    pub(super) fn decided(&mut self, key: (u64, u64)) {
+        self.pending.remove(&key);
+    }
+
+    /// A new incarnation of the system: `workers` idle workers, nothing queued, no decision
+    /// pending (the old system's cancelled work leaves none behind).
+    pub(super) fn restart(&mut self, workers: usize) {
         self.idle = workers;
         self.queued = 0;
+        self.pending.clear();
+        self.finishing = 0;
+    }
+
+    /// A crash: the new incarnation starts afresh, and what was held is handed back (it had
+    /// arrived: the crash takes it).
+    pub(super) fn crash(&mut self, workers: usize) -> Vec<Job> {
+        self.restart(workers);
         std::mem::take(&mut self.held).into_values().collect()
     }
 }

@@ -208,13 +208,14 @@ pub(crate) fn run_custom<E, H, F>(
     handler: Arc<H>,
     make: Arc<F>,
     retry: veltrix_engine::runtime::RetryPolicy,
+    deadlines: bool,
 ) -> Result<SystemRun, String>
 where
     E: Send + Sync + 'static,
     H: veltrix_engine::runtime::Handler<E>,
     F: Fn(EventSpec) -> E + Send + Sync + 'static,
 {
-    let system = SystemDef::Custom { name: toml::Spanned::new(0..0, name.to_string()), deadlines: true };
+    let system = SystemDef::Custom { name: toml::Spanned::new(0..0, name.to_string()), deadlines };
     let workers = scenario.workers as usize;
     let engine = custom::Custom { config, handler, make, retry, workers, event: std::marker::PhantomData };
     run_with(scenario, &system, schedule, seed, Some(Arc::new(engine)), &mut |_, _| {})

@@ -85,9 +85,19 @@ impl ServerShared {
         self.crashed_once.store(true, std::sync::atomic::Ordering::SeqCst);
         // Work in progress dies with the host: the workers are free when it comes back.
         self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter_mut().for_each(|f| *f = now);
-        // What the gate held was never received by the system: it vanishes like bytes on the
-        // wire. The system goes with the host (its destructors report nothing: crashing).
-        drop(self.gate().crash(self.workers));
+        // What the gate held had arrived (its decisions run behind the clock): the crash takes
+        // it with the rest of what was inside (`crash_ends` counts it). The system goes with the
+        // host (its destructors report nothing: crashing).
+        let held = self.gate().crash(self.workers);
+        {
+            let mut rec = self.rec();
+            for job in held {
+                let c = &mut rec.classes[job.req.class as usize];
+                c.received += 1;
+                c.accepted += 1;
+                c.in_system += 1;
+            }
+        }
         drop(self.under_test().take());
     }
 
@@ -158,11 +168,10 @@ impl ServerShared {
 
     /// Makes `system` the one under test, with every worker idle and nothing queued.
     pub(super) fn install(&self, system: System) {
-        {
-            let mut gate = self.gate();
-            gate.idle = self.workers;
-            gate.queued = 0;
-        }
+        self.gate().restart(self.workers);
+        // Its workers are free now (the old system's cancelled work does not occupy them).
+        let now = now_ns();
+        self.free_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter_mut().for_each(|f| *f = now);
         *self.under_test() = Some(system);
         self.stopping.store(false, std::sync::atomic::Ordering::SeqCst);
         self.pump.notify_one();
@@ -224,6 +233,9 @@ impl ServerShared {
     /// released, and the next only once a worker has taken it.
     async fn idle_decisions(&self, before: u64, now: u64, t0: Instant) {
         loop {
+            if self.is_stopping() {
+                return;
+            }
             let jobs = {
                 let mut gate = self.gate();
                 match gate.idle_decision() {
@@ -232,26 +244,38 @@ impl ServerShared {
                 }
             };
             self.offer(jobs, t0);
-            // The idle worker runs on this thread: let it take what was released. A refused
-            // request leaves nothing queued, so nothing to wait for.
-            for _ in 0..64 {
-                let waiting = {
-                    let gate = self.gate();
-                    gate.queued > 0 && gate.idle > 0
-                };
-                if !waiting {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
+            self.idle_workers_take().await;
         }
     }
 
-    /// A worker's decision at `at`: idle workers first take what is ready before it, then
-    /// everything ready by `at` joins the queue it chooses from.
-    async fn decide_at(&self, at: u64, t0: Instant) {
+    /// Lets idle workers (on this thread) take what was released for them. A refused request
+    /// leaves nothing queued, so nothing to wait for.
+    async fn idle_workers_take(&self) {
+        self.yield_while(|gate| gate.queued > 0 && gate.idle > 0).await;
+    }
+
+    /// Yields to the other tasks while `busy` holds and the system is not stopping, a bounded
+    /// number of times (a stuck state costs exactness, never progress).
+    async fn yield_while(&self, busy: impl Fn(&Gate) -> bool) {
+        for _ in 0..1024 {
+            if self.is_stopping() || !busy(&self.gate()) {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// A worker's decision at `at` (registered as `key`): earlier decisions of other workers
+    /// first, then idle workers take what is ready before `at`, then everything ready by `at`
+    /// joins the queue it chooses from.
+    async fn decide_at(&self, at: u64, key: (u64, u64), t0: Instant) {
+        self.yield_while(|gate| !gate.decides_next(key)).await;
         let now = now_ns();
         self.idle_decisions(at, now, t0).await;
+        self.idle_workers_take().await;
+        if self.is_stopping() {
+            return;
+        }
         let jobs = self.gate().release_through(at);
         self.offer(jobs, t0);
     }
@@ -290,21 +314,44 @@ impl ServerShared {
             free[slot] = done;
             (start, done)
         };
+        let key = self.gate().will_decide(done);
         tokio::time::sleep_until(t0 + Duration::from_nanos(done)).await;
         self.handled(job, start, done);
+        self.gate().finishing += 1;
         // The next decision is at `done`, once every request ready by then has surely arrived —
         // unless the system stops meanwhile: then the job is over and no decision follows.
         let stop = self.stop.notified();
-        if !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.is_stopping() {
             tokio::select! {
-                _ = tokio::time::sleep_until(t0 + Duration::from_nanos(done + self.lookahead_ns)) => {
-                    self.decide_at(done, t0).await;
-                }
+                biased;
                 _ = stop => {}
+                _ = tokio::time::sleep_until(t0 + Duration::from_nanos(done + self.lookahead_ns)) => {
+                    self.decide_at(done, key, t0).await;
+                }
             }
         }
-        self.gate().idle += 1;
+        {
+            let mut gate = self.gate();
+            gate.decided(key);
+            gate.finishing = gate.finishing.saturating_sub(1);
+            gate.idle += 1;
+        }
         self.pump.notify_one();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The system stops: waits until every worker that finished its job has returned, so the
+    /// stop does not take one for work in progress and count its event twice.
+    pub(super) async fn finished_workers_returned(&self) {
+        for _ in 0..1024 {
+            if self.gate().finishing == 0 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
     }
 
     /// `job` was handled, its service from `start` to `done`: recorded and answered.
@@ -399,8 +446,9 @@ async fn pump(server: Arc<ServerShared>, t0: Instant) {
             Some(at) if at <= now => server.idle_decisions(u64::MAX, now, t0).await,
             Some(at) => {
                 tokio::select! {
-                    _ = tokio::time::sleep_until(t0 + Duration::from_nanos(at)) => {}
+                    biased;
                     _ = server.pump.notified() => {}
+                    _ = tokio::time::sleep_until(t0 + Duration::from_nanos(at)) => {}
                 }
             }
             None => server.pump.notified().await,

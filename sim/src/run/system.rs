@@ -120,8 +120,9 @@ impl System {
                 let mut sub = Submission::new("sim", ClassId::new(class), job.clone());
                 if server.engine_deadlines && job.req.deadline_ns > 0 {
                     // The engine checks it on the simulated clock, which runs the look-ahead
-                    // ahead of the decisions (see `gate`).
-                    let at = job.req.arrival_ns.saturating_add(job.req.deadline_ns) + server.lookahead_ns;
+                    // ahead of the decisions (see `gate`; a user's engine has no gate).
+                    let lag = if server.custom.is_some() { 0 } else { server.lookahead_ns };
+                    let at = job.req.arrival_ns.saturating_add(job.req.deadline_ns) + lag;
                     sub = sub.deadline(t0 + Duration::from_nanos(at));
                 }
                 // Nothing runs between the submit and its return (one thread), so counting
@@ -190,9 +191,7 @@ impl System {
         // Workers that finished their job and wait for their next decision return now, so the
         // stop does not take them for work in progress.
         server.stopping();
-        for _ in 0..4 {
-            tokio::task::yield_now().await;
-        }
+        server.finished_workers_returned().await;
         match self {
             System::Veltrix(engine) => {
                 engine.shutdown(Duration::ZERO).await;
