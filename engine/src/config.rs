@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::adaptive::Adaptive;
 use crate::error::BuildError;
 
 /// The most classes one channel may have.
@@ -128,6 +129,9 @@ pub struct ClassSpec {
     pub weight: u32,
     /// Optional CoDel shedding at dequeue.
     pub codel: Option<Codel>,
+    /// This class's target queueing delay under [adaptive admission](crate::adaptive); `None`
+    /// takes [`Adaptive::target`]. Ignored by a static configuration.
+    pub target_delay: Option<Duration>,
 }
 
 impl ClassSpec {
@@ -140,6 +144,7 @@ impl ClassSpec {
             deadline: None,
             weight: 1,
             codel: None,
+            target_delay: None,
         }
     }
 
@@ -189,6 +194,7 @@ pub struct Config {
     classes: Vec<ClassSpec>,
     scheduler: SchedulerMode,
     record_enqueue_times: bool,
+    adaptive: Option<Adaptive>,
 }
 
 impl Default for Config {
@@ -203,7 +209,12 @@ impl Default for Config {
 impl Config {
     /// A builder with no classes: adding none gives the default four.
     pub fn builder() -> ConfigBuilder {
-        ConfigBuilder { classes: Vec::new(), scheduler: SchedulerMode::default(), record_enqueue_times: false }
+        ConfigBuilder {
+            classes: Vec::new(),
+            scheduler: SchedulerMode::default(),
+            record_enqueue_times: false,
+            adaptive: None,
+        }
     }
 
     /// The classes, most critical first.
@@ -225,7 +236,19 @@ impl Config {
     /// Whether sends to `class` read the clock: to record the enqueue time, for a default
     /// deadline, or for CoDel's sojourn.
     pub(crate) fn stamps(&self, class: &ClassSpec) -> bool {
-        self.record_enqueue_times || class.deadline.is_some() || class.codel.is_some()
+        self.record_enqueue_times || class.deadline.is_some() || class.codel.is_some() || self.adaptive.is_some()
+    }
+
+    /// The adaptive admission settings, if admission is adaptive.
+    pub fn adaptive(&self) -> Option<&Adaptive> {
+        self.adaptive.as_ref()
+    }
+
+    /// The target queueing delay of `class` under adaptive admission (its own, or the
+    /// configuration's); `None` for a static configuration or an unknown class.
+    pub fn target_delay(&self, class: ClassId) -> Option<Duration> {
+        let adaptive = self.adaptive.as_ref()?;
+        self.classes.get(class.index()).map(|c| c.target_delay.unwrap_or(adaptive.target))
     }
 
     /// This configuration with enqueue times recorded (the engine's queues: latency histograms).
@@ -310,6 +333,7 @@ pub struct ConfigBuilder {
     classes: Vec<ClassSpec>,
     scheduler: SchedulerMode,
     record_enqueue_times: bool,
+    adaptive: Option<Adaptive>,
 }
 
 impl ConfigBuilder {
@@ -333,6 +357,15 @@ impl ConfigBuilder {
         self
     }
 
+    /// Makes admission adaptive: each class's capacity becomes an upper bound, and the limit in
+    /// force is sized by a [`Controller`](crate::adaptive::Controller) so that admitted events
+    /// wait about `adaptive.target` (see [`adaptive`](crate::adaptive)). Every send then reads
+    /// the clock.
+    pub fn adaptive(mut self, adaptive: Adaptive) -> ConfigBuilder {
+        self.adaptive = Some(adaptive);
+        self
+    }
+
     /// Validates the configuration.
     ///
     /// With no class added, the default four criticality levels are used.
@@ -342,8 +375,9 @@ impl ConfigBuilder {
     /// A [`BuildError`] naming the first problem found.
     pub fn build(self) -> Result<Config, BuildError> {
         let classes = if self.classes.is_empty() { default_classes() } else { self.classes };
-        validate(&classes, self.scheduler)?;
-        Ok(Config { classes, scheduler: self.scheduler, record_enqueue_times: self.record_enqueue_times })
+        validate(&classes, self.scheduler, self.adaptive)?;
+        let (scheduler, record_enqueue_times, adaptive) = (self.scheduler, self.record_enqueue_times, self.adaptive);
+        Ok(Config { classes, scheduler, record_enqueue_times, adaptive })
     }
 
     /// Validates exactly the classes given, without substituting the defaults for an empty list.
@@ -352,8 +386,9 @@ impl ConfigBuilder {
     ///
     /// As [`ConfigBuilder::build`], plus [`BuildError::NoClasses`] for an empty list.
     pub fn build_exact(self) -> Result<Config, BuildError> {
-        validate(&self.classes, self.scheduler)?;
-        Ok(Config { classes: self.classes, scheduler: self.scheduler, record_enqueue_times: self.record_enqueue_times })
+        validate(&self.classes, self.scheduler, self.adaptive)?;
+        let (scheduler, record_enqueue_times, adaptive) = (self.scheduler, self.record_enqueue_times, self.adaptive);
+        Ok(Config { classes: self.classes, scheduler, record_enqueue_times, adaptive })
     }
 }
 
@@ -366,7 +401,7 @@ fn default_classes() -> Vec<ClassSpec> {
     ]
 }
 
-fn validate(classes: &[ClassSpec], scheduler: SchedulerMode) -> Result<(), BuildError> {
+fn validate(classes: &[ClassSpec], scheduler: SchedulerMode, adaptive: Option<Adaptive>) -> Result<(), BuildError> {
     if classes.is_empty() {
         return Err(BuildError::NoClasses);
     }
@@ -397,6 +432,14 @@ fn validate(classes: &[ClassSpec], scheduler: SchedulerMode) -> Result<(), Build
             if codel.target.is_zero() || codel.interval.is_zero() {
                 return Err(BuildError::ZeroCodelParameter { class: c.name.clone() });
             }
+        }
+    }
+    if let Some(a) = adaptive {
+        if a.target.is_zero() || a.interval.is_zero() {
+            return Err(BuildError::ZeroAdaptiveParameter { class: None });
+        }
+        if let Some(c) = classes.iter().find(|c| c.target_delay.is_some_and(|t| t.is_zero())) {
+            return Err(BuildError::ZeroAdaptiveParameter { class: Some(c.name.clone()) });
         }
     }
     if let SchedulerMode::CappedStrict { cap, window } = scheduler {

@@ -49,6 +49,11 @@ pub enum BuildError {
         /// The class's name.
         class: String,
     },
+    /// Adaptive admission with a zero target delay or interval.
+    ZeroAdaptiveParameter {
+        /// The class whose own target is zero; `None` for the configuration's target or interval.
+        class: Option<String>,
+    },
     /// The strict tier's share cap is outside (0, 1].
     CapOutOfRange {
         /// The cap given.
@@ -74,6 +79,12 @@ impl fmt::Display for BuildError {
             BuildError::ZeroWeight { class } => write!(f, "class `{class}` has weight 0 (at least 1 is needed)"),
             BuildError::ZeroCodelParameter { class } => {
                 write!(f, "class `{class}` has a zero codel target or interval")
+            }
+            BuildError::ZeroAdaptiveParameter { class: None } => {
+                write!(f, "adaptive admission has a zero target delay or interval")
+            }
+            BuildError::ZeroAdaptiveParameter { class: Some(class) } => {
+                write!(f, "class `{class}` has a zero target delay")
             }
             BuildError::CapOutOfRange { cap } => write!(f, "strict tier cap {cap} is outside (0, 1]"),
             BuildError::ZeroWindow => write!(f, "strict tier window is 0 services (at least 1 is needed)"),

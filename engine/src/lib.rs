@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+pub mod adaptive;
 mod chan;
 mod codel;
 mod config;
@@ -15,6 +16,7 @@ mod sched;
 mod sync;
 mod time;
 
+pub use adaptive::Adaptive;
 pub use chan::{OwnedPermit, Permit, Receiver, ReserveTicket, Sender, channel, channel_with_sink};
 pub use config::{
     ClassId, ClassSpec, Codel, Config, ConfigBuilder, MAX_CAPACITY, MAX_CLASSES, OverloadPolicy, SchedulerMode,

@@ -5,7 +5,10 @@
 
 use tokio::time::Instant;
 
+use std::time::Duration;
+
 use super::ring::Ring;
+use crate::adaptive::{Controller, Window};
 use crate::codel::CodelState;
 use crate::config::{ClassId, Config};
 use crate::core::{Entry, Pop, dequeue};
@@ -72,6 +75,25 @@ pub(crate) struct Consumer {
     pub(crate) classes: Box<[ConsumerClass]>,
     /// Bit k: class k has positions taken since the last flush.
     unreleased: u32,
+    /// Adaptive admission's controller and the current window's counts.
+    adaptive: Option<Box<Adapting>>,
+}
+
+/// The adaptive controller's side of the consumer: it counts each delivery's wait against the
+/// class's target, and once per interval turns the counts into [`Window`]s.
+#[derive(Debug)]
+struct Adapting {
+    controller: Controller,
+    interval: Duration,
+    /// Per class: its target delay, late deliveries this window, and the totals of deliveries
+    /// and of refusals (offers refused or shed) when the window opened.
+    targets: Box<[Duration]>,
+    late: Box<[u64]>,
+    delivered_before: Box<[u64]>,
+    refused_before: Box<[u64]>,
+    windows: Box<[Window]>,
+    /// When the current window opened; `None` before the first receive.
+    opened: Option<Instant>,
 }
 
 impl Consumer {
@@ -86,7 +108,55 @@ impl Consumer {
                 stats: ClassStats::default(),
             })
             .collect();
-        Consumer { sched: Scheduler::new(config), classes, unreleased: 0 }
+        let adaptive = Controller::new(config).map(|controller| {
+            let n = config.len();
+            let targets = (0..n).map(|k| controller.target(k)).collect();
+            let interval = config.adaptive().expect("a controller means adaptive").interval;
+            Box::new(Adapting {
+                controller,
+                interval,
+                targets,
+                late: vec![0; n].into(),
+                delivered_before: vec![0; n].into(),
+                refused_before: vec![0; n].into(),
+                windows: vec![Window::default(); n].into(),
+                opened: None,
+            })
+        });
+        Consumer { sched: Scheduler::new(config), classes, unreleased: 0, adaptive }
+    }
+
+    /// Adaptive admission: closes the control window if its interval is over, feeds it to the
+    /// controller and returns the new limits, for the caller to publish. `refused(k)` is class
+    /// `k`'s running total of offers refused or shed. `None` when static or mid-window.
+    pub(crate) fn adapt(
+        &mut self,
+        now: &mut LazyNow,
+        queued: impl Fn(usize, u64) -> bool,
+        refused: impl Fn(usize) -> u64,
+    ) -> Option<&[u32]> {
+        let a = self.adaptive.as_deref_mut()?;
+        let now = now.get();
+        let Some(opened) = a.opened else {
+            a.opened = Some(now);
+            return None;
+        };
+        let elapsed = now.saturating_duration_since(opened);
+        if elapsed < a.interval {
+            return None;
+        }
+        for (k, c) in self.classes.iter().enumerate() {
+            let (delivered, refused) = (c.stats.delivered, refused(k) + c.stats.dead_shed);
+            a.windows[k] = Window {
+                delivered: delivered - a.delivered_before[k],
+                late: std::mem::take(&mut a.late[k]),
+                backlogged: refused > a.refused_before[k] || queued(k, c.next),
+            };
+            a.delivered_before[k] = delivered;
+            a.refused_before[k] = refused;
+        }
+        a.opened = Some(now);
+        Some(a.controller.update(elapsed, &a.windows))
     }
 
     /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired,
@@ -107,7 +177,13 @@ impl Consumer {
         c.next += 1;
         c.unreleased += 1;
         self.unreleased |= 1 << k;
-        Next::Pop(dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get()))
+        let pop = dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get());
+        if let (Some(a), Pop::Deliver(d)) = (self.adaptive.as_deref_mut(), &pop) {
+            // Adaptive classes always stamp the enqueue time.
+            let waited = d.enqueued_at.map_or(Duration::ZERO, |at| now.get().saturating_duration_since(at));
+            a.late[k] += u64::from(waited > a.targets[k]);
+        }
+        Next::Pop(pop)
     }
 
     /// Takes class `k`'s oldest event out as a dead letter with `reason`, waiting the few

@@ -546,6 +546,17 @@ impl<E> Sender<E> {
         self.shared.capacity(class)
     }
 
+    /// The occupancy at which `class` counts as full now: its capacity, or under
+    /// [adaptive admission](crate::adaptive) the limit the controller set last (at most the
+    /// capacity). A node that pulls from an outside queue can size its credit by it.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn admission_limit(&self, class: ClassId) -> usize {
+        self.shared.admission_limit(class)
+    }
+
     /// The ledger snapshot. Conservation holds exactly in every snapshot (accepted events are
     /// read off the ring positions); counters of the two sides may be a few events apart while
     /// operations are in flight.
@@ -727,6 +738,17 @@ impl<E> Receiver<E> {
     /// If `class` is not configured.
     pub fn capacity(&self, class: ClassId) -> usize {
         self.shared.capacity(class)
+    }
+
+    /// The occupancy at which `class` counts as full now: its capacity, or under
+    /// [adaptive admission](crate::adaptive) the limit the controller set last (at most the
+    /// capacity). A node that pulls from an outside queue can size its credit by it.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn admission_limit(&self, class: ClassId) -> usize {
+        self.shared.admission_limit(class)
     }
 
     /// The ledger snapshot; see [`Sender::stats`].

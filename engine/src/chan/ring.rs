@@ -36,7 +36,7 @@
 //! few instructions between the claim and the stamp.
 
 use std::mem::MaybeUninit;
-use std::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 
 use crate::config::MAX_CAPACITY;
 use crate::sync::{AtomicU32, AtomicU64, CachePadded, UnsafeCell, spin_wait};
@@ -105,11 +105,16 @@ struct Slot<T> {
     value: UnsafeCell<MaybeUninit<T>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct ProducerSide {
     tail: AtomicU64,
     /// A recent value of `released(head)`: never ahead of it, so it can only overstate occupancy.
     head_cache: AtomicU32,
+    /// The admission limit in force (adaptive admission; the capacity otherwise). Any value
+    /// read is safe: claims are bounded by `min(limit, capacity)`, so it publishes nothing and
+    /// is read and written `Relaxed`. It shares the producers' line: it changes at most once
+    /// per control interval.
+    limit: AtomicU32,
 }
 
 /// One class's ring; see the [module docs](self).
@@ -140,7 +145,11 @@ impl<T> Ring<T> {
             .map(|i| Slot { stamp: AtomicU32::new(i as u32), value: UnsafeCell::new(MaybeUninit::uninit()) })
             .collect();
         Ring {
-            producer: CachePadded(ProducerSide::default()),
+            producer: CachePadded(ProducerSide {
+                tail: AtomicU64::new(0),
+                head_cache: AtomicU32::new(0),
+                limit: AtomicU32::new(capacity as u32),
+            }),
             head: CachePadded(AtomicU64::new(0)),
             slots,
             mask: (size - 1) as u32,
@@ -151,6 +160,22 @@ impl<T> Ring<T> {
     /// The configured capacity.
     pub(crate) fn capacity(&self) -> usize {
         self.capacity as usize
+    }
+
+    /// The occupancy at which the class counts as full: the admission limit, never above the
+    /// capacity.
+    fn bound(&self) -> u32 {
+        self.producer.limit.load(Relaxed).min(self.capacity)
+    }
+
+    /// The admission limit in force.
+    pub(crate) fn limit(&self) -> usize {
+        self.bound() as usize
+    }
+
+    /// Sets the admission limit (clamped to `1..=capacity` when read).
+    pub(crate) fn set_limit(&self, limit: u32) {
+        self.producer.limit.store(limit.max(1), Relaxed);
     }
 
     /// Occupancy from `tail` and a released count; `None` when the released count is ahead of
@@ -172,7 +197,7 @@ impl<T> Ring<T> {
     /// `slack` extra units are allowed: a shedding producer holding the consumer lock has moved
     /// the oldest event out of its slot but not released it yet.
     pub(crate) fn claim(&self, take: Take, slack: u32) -> Result<Claimed, Refused> {
-        let limit = self.capacity + slack;
+        let limit = self.bound() + slack;
         let p = &*self.producer;
         let mut tail = p.tail.load(Acquire);
         loop {
@@ -305,7 +330,7 @@ impl<T> Ring<T> {
         self.producer.head_cache.store(head, Release);
         let tail = self.producer.tail.load(Acquire);
         let queued = pos(tail).wrapping_sub(head);
-        tail & CLOSED == 0 && self.occupancy_now(head, tail) >= self.capacity && !(shedding && queued > 0)
+        tail & CLOSED == 0 && self.occupancy_now(head, tail) >= self.bound() && !(shedding && queued > 0)
     }
 
     /// Whether a sender is waiting, read with an RMW so it orders against `set_waiting` (for
@@ -342,10 +367,10 @@ impl<T> Ring<T> {
         self.producer.tail.load(Acquire) & CLOSED != 0
     }
 
-    /// Whether the class is full now (exact at the instant of the two reads).
+    /// Whether the class is full now, at its admission limit (exact at the instant of the reads).
     pub(crate) fn is_full(&self) -> bool {
         let head = released(self.head.load(Acquire));
-        self.occupancy_now(head, self.producer.tail.load(Acquire)) >= self.capacity
+        self.occupancy_now(head, self.producer.tail.load(Acquire)) >= self.bound()
     }
 
     /// Events taken and not released (queued, or being written).

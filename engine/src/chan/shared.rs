@@ -411,6 +411,23 @@ impl<E> Shared<E> {
         }
     }
 
+    /// Adaptive admission, under the consumer lock: at the end of a control interval, publishes
+    /// the controller's new limits, then brings each class's `full` bit in line with its new
+    /// limit (a lowered limit can leave a class full with its bit clear).
+    fn adapt(&self, c: &mut Consumer, now: &mut LazyNow) {
+        let refused = |k: usize| {
+            let r = &self.refused[k];
+            r.full.load(Relaxed) + r.policy.load(Relaxed) + r.cancelled.load(Relaxed)
+        };
+        let Some(limits) = c.adapt(now, |k, next| self.rings[k].queued_since(next) > 0, refused) else { return };
+        for (ring, &limit) in self.rings.iter().zip(limits) {
+            ring.set_limit(limit);
+        }
+        for k in 0..self.classes().saturating_sub(1) {
+            self.reconcile(k);
+        }
+    }
+
     fn drained(&self, c: &Consumer) -> bool {
         self.closed.load(Acquire) && self.rings.iter().zip(c.classes.iter()).all(|(r, c)| r.drained(c.next))
     }
@@ -453,6 +470,7 @@ impl<E> Shared<E> {
                     Next::Empty | Next::Held => break,
                 }
             }
+            self.adapt(&mut c, &mut now);
             self.flush(&mut c);
             if dead.is_some() {
                 drop(c);
@@ -661,6 +679,10 @@ impl<E> Shared<E> {
     }
 
     // ---- observation ----
+
+    pub(crate) fn admission_limit(&self, class: ClassId) -> usize {
+        self.rings[self.index(class)].limit()
+    }
 
     pub(crate) fn is_closed(&self) -> bool {
         self.rings[0].is_closed()

@@ -1,0 +1,284 @@
+//! Adaptive admission: the user states a target queueing delay, and a controller sizes every
+//! class's admission limit from what it measures, so nobody has to choose capacities that fit the
+//! service's speed.
+//!
+//! # The law
+//!
+//! A class served at rate `r` (events per second while it has a backlog) keeps an event that
+//! finds `L` events ahead of it waiting about `L / r` (Little's law for one FIFO queue). To keep
+//! the wait under the target `T`, admit while fewer than `r × T` events are queued. The
+//! controller measures `r` and corrects for the spread of the wait around its mean:
+//!
+//! ```text
+//! every interval Δ, for each class k:
+//!   x_k   = delivered_k / Δ                                   the class's delivery rate
+//!   r_k  ← x_k                          first backlogged window (nothing known before)
+//!   r_k  ← r_k + (x_k − r_k) / 4        a backlogged window: the rate is the service rate
+//!   r_k  ← max(r_k, x_k)                a window with room to spare: only a lower bound
+//!   f_k   = late_k / delivered_k                              waits over T_k, as a fraction
+//!   g_k  ← clamp(g_k · clamp(1 + 5 (q − f_k), 0.7, 1.05), 0.05, 1)     q = 1 %: aims at p99
+//!   limit_k = clamp(⌈g_k · r_k · T_k⌉, 1, capacity_k)         capacity_k until r_k is known
+//! ```
+//!
+//! A window is *backlogged* when the class still had events queued at its end or refused some
+//! during it. Outside such windows the delivery rate is the arrival rate, which says nothing about
+//! how fast the class could be served, so it may raise `r_k` but never lower it. The gain `g_k`
+//! is an integral controller on the fraction of admitted events that waited longer than the
+//! target: it backs the limit off while more than 1 % are late and recovers slowly when none are.
+//! The limit never falls below one event, so a class squeezed to nothing still has an event in
+//! its queue to measure its rate with.
+//!
+//! Limits apply as capacities do: a class at its limit refuses by its overload policy, and a
+//! class offered an event while a more critical class is at its limit refuses too (admission is
+//! in criticality order, lowest first). Which class gets served stays the scheduler's business,
+//! so under overload the least critical classes lose their rate first, their limits shrink with
+//! it, and the critical classes keep their share.
+//!
+//! [`Controller`] is the law alone: time and measurements are passed in, so it is deterministic
+//! and testable without a clock. A channel built from a [`Config`](crate::Config) with
+//! [`ConfigBuilder::adaptive`](crate::ConfigBuilder::adaptive) runs one under its consumer lock —
+//! each delivery compares its wait with the target, and at most once per interval a receive
+//! feeds the counts in and publishes the limits (one relaxed store per class) — so the per-event
+//! cost is a clock read and a comparison, with no lock and no allocation.
+
+use std::time::Duration;
+
+use crate::config::{ClassSpec, Config};
+
+/// The fraction of admitted events the controller lets wait longer than the target.
+const LATE_QUANTILE: f64 = 0.01;
+/// How strongly the gain reacts to the late fraction's distance from [`LATE_QUANTILE`].
+const GAIN_RESPONSE: f64 = 5.0;
+/// The most a gain changes in one interval, down and up.
+const GAIN_STEP: (f64, f64) = (0.7, 1.05);
+/// The smallest gain.
+const GAIN_MIN: f64 = 0.05;
+/// The weight of a backlogged window's rate in the moving average.
+const RATE_WEIGHT: f64 = 0.25;
+
+/// Settings of adaptive admission; see the [module docs](self) for what the controller does.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use veltrix_engine::{Adaptive, ClassSpec, Config};
+///
+/// // Keep every admitted event's queueing delay under 20 ms (p99); "bulk" may wait 200 ms.
+/// let config = Config::builder()
+///     .class(ClassSpec::new("critical", 4096))
+///     .class(ClassSpec::new("bulk", 4096).with_target_delay(Duration::from_millis(200)))
+///     .adaptive(Adaptive::new(Duration::from_millis(20)))
+///     .build()?;
+/// assert_eq!(config.target_delay(config.class("bulk").unwrap()), Some(Duration::from_millis(200)));
+/// # Ok::<(), veltrix_engine::BuildError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Adaptive {
+    /// The queueing delay that admitted events should stay under (at the 99th percentile), for
+    /// classes without their own [`ClassSpec::target_delay`].
+    pub target: Duration,
+    /// How often the limits are recomputed. Default: the target itself.
+    pub interval: Duration,
+}
+
+impl Adaptive {
+    /// Adaptive admission aiming at `target`, recomputed once per `target`.
+    pub fn new(target: Duration) -> Adaptive {
+        Adaptive { target, interval: target }
+    }
+
+    /// Recomputes the limits every `interval` instead.
+    pub fn with_interval(mut self, interval: Duration) -> Adaptive {
+        self.interval = interval;
+        self
+    }
+}
+
+/// What one class did during one control interval, as the controller needs it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Window {
+    /// Events delivered.
+    pub delivered: u64,
+    /// Of those, events that had waited longer than the class's target.
+    pub late: u64,
+    /// Whether the class was held back by its limit: events still queued at the end of the
+    /// window, or offers refused or shed during it.
+    pub backlogged: bool,
+}
+
+#[derive(Clone, Debug)]
+struct ClassControl {
+    target: f64,
+    capacity: u32,
+    rate: Option<f64>,
+    gain: f64,
+    limit: u32,
+}
+
+/// The adaptive admission law over a configuration's classes: sans-IO, deterministic, no
+/// allocation after construction. See the [module docs](self) for its equations.
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// use veltrix_engine::{Adaptive, ClassSpec, Config};
+/// use veltrix_engine::adaptive::{Controller, Window};
+///
+/// let config = Config::builder()
+///     .class(ClassSpec::new("critical", 10_000))
+///     .class(ClassSpec::new("bulk", 10_000))
+///     .adaptive(Adaptive::new(Duration::from_millis(50)))
+///     .build()?;
+/// let mut controller = Controller::new(&config).expect("adaptive");
+/// assert_eq!(controller.limits(), [10_000, 10_000], "nothing measured yet: the capacities");
+///
+/// // 50 ms in which "bulk" was backlogged and got 100 events served (2,000 per second):
+/// // admitting 2,000/s × 50 ms = 100 keeps its wait near 50 ms.
+/// let windows = [Window::default(), Window { delivered: 100, late: 0, backlogged: true }];
+/// controller.update(Duration::from_millis(50), &windows);
+/// assert_eq!(controller.limits(), [10_000, 100]);
+/// # Ok::<(), veltrix_engine::BuildError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Controller {
+    classes: Box<[ClassControl]>,
+    limits: Box<[u32]>,
+}
+
+impl Controller {
+    /// The controller for `config`, or `None` if it is not adaptive.
+    pub fn new(config: &Config) -> Option<Controller> {
+        let adaptive = config.adaptive()?;
+        let classes: Box<[ClassControl]> = config
+            .classes()
+            .iter()
+            .map(|spec| {
+                let capacity = spec.capacity as u32;
+                let target = spec.target_delay.unwrap_or(adaptive.target).as_secs_f64();
+                ClassControl { target, capacity, rate: None, gain: 1.0, limit: capacity }
+            })
+            .collect();
+        let limits = classes.iter().map(|c| c.limit).collect();
+        Some(Controller { classes, limits })
+    }
+
+    /// Feeds one interval's measurements in (one [`Window`] per class, most critical first) and
+    /// recomputes the limits. An empty interval changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// If `windows` does not have one entry per class.
+    pub fn update(&mut self, elapsed: Duration, windows: &[Window]) -> &[u32] {
+        assert_eq!(windows.len(), self.classes.len(), "one window per class");
+        let secs = elapsed.as_secs_f64();
+        if secs <= 0.0 {
+            return &self.limits;
+        }
+        for ((c, w), limit) in self.classes.iter_mut().zip(windows).zip(self.limits.iter_mut()) {
+            let x = w.delivered as f64 / secs;
+            c.rate = match (c.rate, w.backlogged) {
+                (None, true) => Some(x),
+                (None, false) => None,
+                (Some(r), true) => Some(r + (x - r) * RATE_WEIGHT),
+                (Some(r), false) => Some(r.max(x)),
+            };
+            if w.delivered > 0 {
+                let late = w.late.min(w.delivered) as f64 / w.delivered as f64;
+                let step = (1.0 + GAIN_RESPONSE * (LATE_QUANTILE - late)).clamp(GAIN_STEP.0, GAIN_STEP.1);
+                c.gain = (c.gain * step).clamp(GAIN_MIN, 1.0);
+            }
+            c.limit = match c.rate {
+                None => c.capacity,
+                // Less a hair, so that a product that should be whole is not rounded up by float error.
+                Some(r) => (c.gain * r * c.target - 1e-9).ceil().clamp(1.0, f64::from(c.capacity)) as u32,
+            };
+            *limit = c.limit;
+        }
+        &self.limits
+    }
+
+    /// The admission limit of every class, most critical first.
+    pub fn limits(&self) -> &[u32] {
+        &self.limits
+    }
+
+    /// The estimated service rate of class `index` in events per second, once measured.
+    pub fn rate(&self, index: usize) -> Option<f64> {
+        self.classes.get(index).and_then(|c| c.rate)
+    }
+
+    /// The target queueing delay of class `index`, in seconds.
+    pub(crate) fn target(&self, index: usize) -> Duration {
+        Duration::from_secs_f64(self.classes[index].target)
+    }
+}
+
+impl ClassSpec {
+    /// Sets this class's own target queueing delay under [adaptive admission](crate::adaptive)
+    /// (otherwise [`Adaptive::target`] applies).
+    pub fn with_target_delay(mut self, target: Duration) -> ClassSpec {
+        self.target_delay = Some(target);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClassSpec;
+
+    fn controller(capacity: usize, target_ms: u64) -> Controller {
+        let config = Config::builder()
+            .class(ClassSpec::new("a", capacity))
+            .class(ClassSpec::new("b", capacity))
+            .adaptive(Adaptive::new(Duration::from_millis(target_ms)))
+            .build()
+            .unwrap();
+        Controller::new(&config).unwrap()
+    }
+
+    const BUSY: Window = Window { delivered: 100, late: 0, backlogged: true };
+    const IDLE: Window = Window { delivered: 0, late: 0, backlogged: false };
+
+    #[test]
+    fn a_static_config_has_no_controller() {
+        assert!(Controller::new(&Config::default()).is_none());
+    }
+
+    #[test]
+    fn the_limit_is_rate_times_target_and_a_quiet_window_never_lowers_the_rate() {
+        let mut c = controller(10_000, 100);
+        // 100 per 100 ms = 1,000/s; 1,000/s × 0.1 s = 100.
+        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, BUSY]), [10_000, 100]);
+        // Quiet: 10 delivered with room to spare says nothing about the service rate.
+        let quiet = Window { delivered: 10, late: 0, backlogged: false };
+        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, quiet]), [10_000, 100]);
+        assert_eq!(c.rate(1), Some(1000.0));
+        // Backlogged at half the rate: the average moves a quarter of the way.
+        let slow = Window { delivered: 50, late: 0, backlogged: true };
+        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, slow]), [10_000, 88]);
+    }
+
+    #[test]
+    fn late_events_lower_the_gain_and_a_clean_run_restores_it() {
+        let mut c = controller(10_000, 100);
+        let late = Window { delivered: 100, late: 30, backlogged: true };
+        c.update(Duration::from_millis(100), &[IDLE, late]);
+        assert_eq!(c.limits()[1], 70, "stepped down by at most 30 %");
+        for _ in 0..200 {
+            c.update(Duration::from_millis(100), &[IDLE, BUSY]);
+        }
+        assert_eq!(c.limits()[1], 100);
+    }
+
+    #[test]
+    fn limits_stay_between_one_and_the_capacity() {
+        let mut c = controller(50, 100);
+        let flood = Window { delivered: 1_000_000, late: 0, backlogged: true };
+        let starved = Window { delivered: 0, late: 0, backlogged: true };
+        assert_eq!(c.update(Duration::from_millis(100), &[flood, starved]), [50, 1]);
+        assert_eq!(c.update(Duration::ZERO, &[starved, flood]), [50, 1], "an empty interval changes nothing");
+    }
+}

@@ -1,0 +1,196 @@
+//! Adaptive admission in the channel, on tokio's paused clock: a consumer that serves one event
+//! per millisecond (1,000 per second) and producers offering three times that.
+#![cfg(not(veltrix_loom))]
+
+use std::time::Duration;
+
+use veltrix_engine::{Adaptive, ClassId, ClassSpec, Config, OverloadPolicy, SchedulerMode, TrySendError, channel};
+
+const CRITICAL: ClassId = ClassId::new(0);
+const BULK: ClassId = ClassId::new(1);
+const TARGET: Duration = Duration::from_millis(50);
+
+fn config(adaptive: bool) -> Config {
+    let b = Config::builder()
+        .class(ClassSpec::new("critical", 10_000))
+        .class(ClassSpec::new("bulk", 10_000).with_policy(OverloadPolicy::Reject))
+        .scheduler(SchedulerMode::Strict)
+        .record_enqueue_times(true);
+    let b = if adaptive { b.adaptive(Adaptive::new(TARGET)) } else { b };
+    b.build().unwrap()
+}
+
+/// What one run measured after its first second.
+#[derive(Debug)]
+struct Run {
+    critical_refused: u64,
+    critical_delivered: u64,
+    /// Every delivered event's queueing delay, sorted.
+    waits: Vec<Duration>,
+    /// Bulk's admission limit at the end of each second.
+    bulk_limits: Vec<usize>,
+}
+
+impl Run {
+    fn p99(&self) -> Duration {
+        self.waits[self.waits.len() * 99 / 100]
+    }
+}
+
+/// `secs` seconds of 200 critical and 3,000 bulk offers a second (`try_send`), served one at a
+/// time taking `service(t)` each, `t` the seconds since the start.
+async fn run(config: Config, secs: u64, service: impl Fn(f64) -> Duration + Send + 'static) -> Run {
+    let (tx, rx) = channel::<u64>(&config);
+    let start = tokio::time::Instant::now();
+    let producer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        let mut refused = 0;
+        for i in 0..secs * 1000 {
+            tick.tick().await;
+            if i % 5 == 0 && matches!(tx.try_send(i, CRITICAL), Err(TrySendError::Full(_))) {
+                refused += 1;
+            }
+            for _ in 0..3 {
+                let _ = tx.try_send(i, BULK);
+            }
+        }
+        refused
+    });
+    let consumer = tokio::spawn(async move {
+        let (mut waits, mut critical, mut bulk_limits) = (Vec::new(), 0, Vec::new());
+        while let Some(d) = rx.recv().await {
+            let t = tokio::time::Instant::now().duration_since(start);
+            if t >= Duration::from_secs(secs) {
+                break;
+            }
+            if t.as_secs() as usize > bulk_limits.len() {
+                bulk_limits.push(rx.admission_limit(BULK));
+            }
+            if t > Duration::from_secs(1) {
+                waits.push(tokio::time::Instant::now().duration_since(d.enqueued_at.expect("both runs stamp")));
+                critical += u64::from(d.class == CRITICAL);
+            }
+            tokio::time::sleep(service(t.as_secs_f64())).await;
+        }
+        rx.check_invariants();
+        (waits, critical, bulk_limits)
+    });
+    let critical_refused = producer.await.unwrap();
+    let (mut waits, critical_delivered, bulk_limits) = consumer.await.unwrap();
+    waits.sort();
+    Run { critical_refused, critical_delivered, waits, bulk_limits }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_threefold_flood_is_held_to_the_target_delay_and_critical_loses_nothing() {
+    let adaptive = run(config(true), 10, |_| Duration::from_millis(1)).await;
+    println!("adaptive: p99 {:?}, bulk limits {:?}", adaptive.p99(), adaptive.bulk_limits);
+    assert_eq!(adaptive.critical_refused, 0);
+    assert!(adaptive.critical_delivered >= 1700, "critical delivered {}", adaptive.critical_delivered);
+    assert!(adaptive.p99() <= TARGET * 5 / 4, "p99 {:?} over 1.25 × {TARGET:?}", adaptive.p99());
+    // Bulk is served at 800 a second: 800/s × 50 ms = 40 events, less the gain's margin.
+    let last = *adaptive.bulk_limits.last().unwrap();
+    assert!((20..=45).contains(&last), "bulk limit {last}");
+
+    // The same flood into the same capacities, static: the queue only grows.
+    let fixed = run(config(false), 10, |_| Duration::from_millis(1)).await;
+    assert!(fixed.p99() > Duration::from_secs(3), "static p99 {:?}", fixed.p99());
+    assert_eq!(fixed.bulk_limits, [10_000; 9]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_follows_the_service_rate_down_and_back_up() {
+    // From 4 s to 8 s each event takes 2 ms: 500 a second, 300 of them left for bulk.
+    let slow = |t: f64| Duration::from_millis(if (4.0..8.0).contains(&t) { 2 } else { 1 });
+    let run = run(config(true), 12, slow).await;
+    println!("bulk limit each second: {:?}; p99 {:?}", run.bulk_limits, run.p99());
+    let at = |s: usize| run.bulk_limits[s - 1];
+    assert!(at(7) * 2 < at(3), "the limit fell with the rate: {:?}", run.bulk_limits);
+    assert!(at(11) * 10 >= at(3) * 9, "and came back: {:?}", run.bulk_limits);
+    assert!(run.p99() <= TARGET * 3 / 2, "p99 {:?} through the change", run.p99());
+    assert_eq!(run.critical_refused, 0);
+}
+
+mod controller {
+    use std::time::Duration;
+
+    use proptest::prelude::*;
+    use veltrix_engine::adaptive::{Controller, Window};
+    use veltrix_engine::{Adaptive, ClassSpec, Config};
+
+    const INTERVAL: Duration = Duration::from_millis(20);
+
+    fn controller(capacities: &[usize], target_ms: u64) -> Controller {
+        let b = capacities
+            .iter()
+            .enumerate()
+            .fold(Config::builder(), |b, (k, &c)| b.class(ClassSpec::new(format!("c{k}"), c)));
+        Controller::new(&b.adaptive(Adaptive::new(Duration::from_millis(target_ms))).build().unwrap()).unwrap()
+    }
+
+    fn window() -> impl Strategy<Value = Window> {
+        (0u64..5_000, 0u64..5_000, any::<bool>()).prop_map(|(delivered, late, backlogged)| Window {
+            delivered,
+            late: late.min(delivered),
+            backlogged,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn limits_stay_within_one_and_the_capacity(
+            capacities in prop::collection::vec(1usize..100_000, 1..5),
+            target_ms in 1u64..1_000,
+            steps in prop::collection::vec((0u64..200, prop::collection::vec(window(), 5)), 1..60),
+        ) {
+            let mut c = controller(&capacities, target_ms);
+            for (ms, windows) in steps {
+                let limits = c.update(Duration::from_millis(ms), &windows[..capacities.len()]);
+                for (&limit, &cap) in limits.iter().zip(&capacities) {
+                    prop_assert!(limit >= 1 && limit as usize <= cap, "limit {limit} outside 1..={cap}");
+                }
+            }
+        }
+
+        #[test]
+        fn sustained_lateness_never_raises_a_limit(
+            rate in 100u64..10_000,
+            late_pct in 5u64..=100,
+            warm in 1usize..20,
+            steps in 1usize..50,
+        ) {
+            let mut c = controller(&[1_000_000], 100);
+            let delivered = rate * INTERVAL.as_millis() as u64 / 1000;
+            for _ in 0..warm {
+                c.update(INTERVAL, &[Window { delivered, late: 0, backlogged: true }]);
+            }
+            let mut last = c.limits()[0];
+            // Overload: the same service rate, but more than 1 % of the events wait too long.
+            let late = Window { delivered, late: delivered * late_pct / 100, backlogged: true };
+            for _ in 0..steps {
+                let limit = c.update(INTERVAL, &[late])[0];
+                prop_assert!(limit <= last, "limit rose from {last} to {limit} while events were late");
+                last = limit;
+            }
+        }
+
+        #[test]
+        fn once_the_late_events_stop_the_limit_returns_to_rate_times_target(
+            rate in 1_000u64..10_000,
+            late_steps in 1usize..100,
+        ) {
+            let mut c = controller(&[1_000_000], 100);
+            let delivered = rate * INTERVAL.as_millis() as u64 / 1000;
+            for _ in 0..late_steps {
+                c.update(INTERVAL, &[Window { delivered, late: delivered, backlogged: true }]);
+            }
+            // The gain climbs 5 % per interval from its floor of 0.05: 62 intervals at most.
+            for _ in 0..70 {
+                c.update(INTERVAL, &[Window { delivered, late: 0, backlogged: true }]);
+            }
+            // `delivered` per 20 ms, times a 100 ms target.
+            let expected = (delivered * 5) as u32;
+            prop_assert!(c.limits()[0].abs_diff(expected) <= 1, "limit {} vs {expected}", c.limits()[0]);
+        }
+    }
+}
