@@ -11,18 +11,21 @@
 //!
 //! ```text
 //! every interval Δ, for each class k:
-//!   x_k   = delivered_k / Δ                                   the class's delivery rate
-//!   r_k  ← x_k                          first backlogged window (nothing known before)
-//!   r_k  ← r_k + (x_k − r_k) / 4        a backlogged window: the rate is the service rate
-//!   r_k  ← max(r_k, x_k)                a window with room to spare: only a lower bound
-//!   f_k   = late_k / delivered_k                              waits over T_k, as a fraction
-//!   g_k  ← clamp(g_k · clamp(1 + 5 (q − f_k), 0.7, 1.05), 0.05, 1)     q = 1 %: aims at p99
+//!   x_k   = busy_delivered_k / busy_k           the service rate while the class had a backlog
+//!   r_k  ← x_k                                  the first time the class had one
+//!   r_k  ← r_k + (x_k − r_k) · min(1, busy_k / Δ) / 2      afterwards, weighted by busy time
+//!   f_k   = late_k / delivered_k                waits over T_k, as a fraction
+//!   g_k  ← clamp(g_k · clamp(1 + 10 (q − f_k), 0.7, 1.1), 0.25, 1)    q = 1 %: aims at p99
 //!   limit_k = clamp(⌈g_k · r_k · T_k⌉, 1, capacity_k)         capacity_k until r_k is known
 //! ```
 //!
-//! A window is *backlogged* when the class still had events queued at its end or refused some
-//! during it. Outside such windows the delivery rate is the arrival rate, which says nothing about
-//! how fast the class could be served, so it may raise `r_k` but never lower it. The gain `g_k`
+//! The service rate is measured only over *busy* stretches: a delivery of class `k` counts, with
+//! the time since `k`'s previous delivery, when `k`'s next event was already queued at that
+//! previous delivery (so the class waited on the scheduler the whole time, not on its
+//! producers). The rate of all deliveries would be the arrival rate of a light class, which says
+//! nothing about how fast it is served once it queues; a class that never queues keeps its
+//! capacity as its limit, so the Poisson bursts of a light class are not refused for exceeding
+//! its average. The gain `g_k`
 //! is an integral controller on the fraction of admitted events that waited longer than the
 //! target: it backs the limit off while more than 1 % are late and recovers slowly when none are.
 //! The limit never falls below one event, so a class squeezed to nothing still has an event in
@@ -48,13 +51,13 @@ use crate::config::{ClassSpec, Config};
 /// The fraction of admitted events the controller lets wait longer than the target.
 const LATE_QUANTILE: f64 = 0.01;
 /// How strongly the gain reacts to the late fraction's distance from [`LATE_QUANTILE`].
-const GAIN_RESPONSE: f64 = 5.0;
+const GAIN_RESPONSE: f64 = 10.0;
 /// The most a gain changes in one interval, down and up.
-const GAIN_STEP: (f64, f64) = (0.7, 1.05);
+const GAIN_STEP: (f64, f64) = (0.7, 1.1);
 /// The smallest gain.
-const GAIN_MIN: f64 = 0.05;
-/// The weight of a backlogged window's rate in the moving average.
-const RATE_WEIGHT: f64 = 0.25;
+const GAIN_MIN: f64 = 0.25;
+/// The weight in the moving average of a window's rate, for a window busy throughout.
+const RATE_WEIGHT: f64 = 0.5;
 
 /// Settings of adaptive admission; see the [module docs](self) for what the controller does.
 ///
@@ -102,9 +105,11 @@ pub struct Window {
     pub delivered: u64,
     /// Of those, events that had waited longer than the class's target.
     pub late: u64,
-    /// Whether the class was held back by its limit: events still queued at the end of the
-    /// window, or offers refused or shed during it.
-    pub backlogged: bool,
+    /// Time the class spent with a backlog: the sum, over deliveries that found the class's next
+    /// event already queued at its previous delivery, of the time between the two.
+    pub busy: Duration,
+    /// The deliveries counted in `busy`.
+    pub busy_delivered: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -134,9 +139,10 @@ struct ClassControl {
 /// let mut controller = Controller::new(&config).expect("adaptive");
 /// assert_eq!(controller.limits(), [10_000, 10_000], "nothing measured yet: the capacities");
 ///
-/// // 50 ms in which "bulk" was backlogged and got 100 events served (2,000 per second):
-/// // admitting 2,000/s × 50 ms = 100 keeps its wait near 50 ms.
-/// let windows = [Window::default(), Window { delivered: 100, late: 0, backlogged: true }];
+/// // 50 ms in which "bulk" had a backlog throughout and got 100 events served (2,000 per
+/// // second): admitting 2,000/s × 50 ms = 100 keeps its wait near 50 ms.
+/// let busy = Duration::from_millis(50);
+/// let windows = [Window::default(), Window { delivered: 100, late: 0, busy, busy_delivered: 100 }];
 /// controller.update(Duration::from_millis(50), &windows);
 /// assert_eq!(controller.limits(), [10_000, 100]);
 /// # Ok::<(), veltrix_engine::BuildError>(())
@@ -176,23 +182,27 @@ impl Controller {
         if secs <= 0.0 {
             return &self.limits;
         }
+        // The smallest gain among the more critical classes: a class never keeps more of its
+        // rate than a class above it that is missing its target.
+        let mut above = 1.0f64;
         for ((c, w), limit) in self.classes.iter_mut().zip(windows).zip(self.limits.iter_mut()) {
-            let x = w.delivered as f64 / secs;
-            c.rate = match (c.rate, w.backlogged) {
-                (None, true) => Some(x),
-                (None, false) => None,
-                (Some(r), true) => Some(r + (x - r) * RATE_WEIGHT),
-                (Some(r), false) => Some(r.max(x)),
-            };
+            let busy = w.busy.as_secs_f64();
+            if w.busy_delivered > 0 && busy > 0.0 {
+                let x = w.busy_delivered as f64 / busy;
+                let weight = RATE_WEIGHT * (busy / secs).min(1.0);
+                c.rate = Some(c.rate.map_or(x, |r| r + (x - r) * weight));
+            }
             if w.delivered > 0 {
                 let late = w.late.min(w.delivered) as f64 / w.delivered as f64;
                 let step = (1.0 + GAIN_RESPONSE * (LATE_QUANTILE - late)).clamp(GAIN_STEP.0, GAIN_STEP.1);
                 c.gain = (c.gain * step).clamp(GAIN_MIN, 1.0);
             }
+            let gain = c.gain.min(above);
+            above = gain;
             c.limit = match c.rate {
                 None => c.capacity,
                 // Less a hair, so that a product that should be whole is not rounded up by float error.
-                Some(r) => (c.gain * r * c.target - 1e-9).ceil().clamp(1.0, f64::from(c.capacity)) as u32,
+                Some(r) => (gain * r * c.target - 1e-9).ceil().clamp(1.0, f64::from(c.capacity)) as u32,
             };
             *limit = c.limit;
         }
@@ -239,8 +249,10 @@ mod tests {
         Controller::new(&config).unwrap()
     }
 
-    const BUSY: Window = Window { delivered: 100, late: 0, backlogged: true };
-    const IDLE: Window = Window { delivered: 0, late: 0, backlogged: false };
+    const MS100: Duration = Duration::from_millis(100);
+    /// 100 ms with a backlog throughout, 100 served: 1,000 per second.
+    const BUSY: Window = Window { delivered: 100, late: 0, busy: MS100, busy_delivered: 100 };
+    const IDLE: Window = Window { delivered: 0, late: 0, busy: Duration::ZERO, busy_delivered: 0 };
 
     #[test]
     fn a_static_config_has_no_controller() {
@@ -248,27 +260,32 @@ mod tests {
     }
 
     #[test]
-    fn the_limit_is_rate_times_target_and_a_quiet_window_never_lowers_the_rate() {
+    fn the_limit_is_rate_times_target_and_a_window_without_a_backlog_leaves_the_rate_alone() {
         let mut c = controller(10_000, 100);
         // 100 per 100 ms = 1,000/s; 1,000/s × 0.1 s = 100.
-        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, BUSY]), [10_000, 100]);
-        // Quiet: 10 delivered with room to spare says nothing about the service rate.
-        let quiet = Window { delivered: 10, late: 0, backlogged: false };
-        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, quiet]), [10_000, 100]);
+        assert_eq!(c.update(MS100, &[IDLE, BUSY]), [10_000, 100]);
+        // Without a backlog, neither 10 nor 500 delivered says how fast the class is served.
+        for delivered in [10, 500] {
+            let quiet = Window { delivered, ..IDLE };
+            assert_eq!(c.update(MS100, &[IDLE, quiet]), [10_000, 100]);
+        }
         assert_eq!(c.rate(1), Some(1000.0));
-        // Backlogged at half the rate: the average moves a quarter of the way.
-        let slow = Window { delivered: 50, late: 0, backlogged: true };
-        assert_eq!(c.update(Duration::from_millis(100), &[IDLE, slow]), [10_000, 88]);
+        // Busy throughout at half the rate: the average moves half of the way.
+        let slow = Window { delivered: 50, busy_delivered: 50, ..BUSY };
+        assert_eq!(c.update(MS100, &[IDLE, slow]), [10_000, 75]);
+        // Busy for a tenth of the window at 2,000 per second: a twentieth of the way.
+        let brief = Window { delivered: 20, late: 0, busy: MS100 / 10, busy_delivered: 20 };
+        assert_eq!(c.update(MS100, &[IDLE, brief]), [10_000, 82]);
     }
 
     #[test]
     fn late_events_lower_the_gain_and_a_clean_run_restores_it() {
         let mut c = controller(10_000, 100);
-        let late = Window { delivered: 100, late: 30, backlogged: true };
-        c.update(Duration::from_millis(100), &[IDLE, late]);
+        let late = Window { late: 30, ..BUSY };
+        c.update(MS100, &[IDLE, late]);
         assert_eq!(c.limits()[1], 70, "stepped down by at most 30 %");
         for _ in 0..200 {
-            c.update(Duration::from_millis(100), &[IDLE, BUSY]);
+            c.update(MS100, &[IDLE, BUSY]);
         }
         assert_eq!(c.limits()[1], 100);
     }
@@ -276,9 +293,10 @@ mod tests {
     #[test]
     fn limits_stay_between_one_and_the_capacity() {
         let mut c = controller(50, 100);
-        let flood = Window { delivered: 1_000_000, late: 0, backlogged: true };
-        let starved = Window { delivered: 0, late: 0, backlogged: true };
-        assert_eq!(c.update(Duration::from_millis(100), &[flood, starved]), [50, 1]);
+        let flood = Window { delivered: 1_000_000, busy_delivered: 1_000_000, ..BUSY };
+        // One delivery after waiting the whole window: 10 per second, 1 per target.
+        let starved = Window { delivered: 1, busy_delivered: 1, ..BUSY };
+        assert_eq!(c.update(MS100, &[flood, starved]), [50, 1]);
         assert_eq!(c.update(Duration::ZERO, &[starved, flood]), [50, 1], "an empty interval changes nothing");
     }
 }

@@ -41,6 +41,12 @@ figure {{ margin: 1.5em 0; }}
         s.push_str("<h2>Against queueing theory</h2>\n");
         s.push_str(&table(&report::theory_table(d)));
     }
+    let convergence = report::convergence_table(d);
+    if !convergence.rows.is_empty() {
+        s.push_str("<h2>Convergence after each change</h2>\n");
+        let _ = writeln!(s, "<p>{}.</p>", esc(&report::convergence_caption(d)));
+        s.push_str(&table(&convergence));
+    }
     let broken: Vec<&str> =
         d.systems.iter().flat_map(|s| s.identities.iter()).filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();
     if broken.is_empty() {

@@ -6,6 +6,7 @@
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
 mod alloc;
+pub mod converge;
 pub mod expect;
 pub mod experiment;
 pub mod grid;
@@ -37,7 +38,7 @@ pub static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 pub static ALLOCATIONS_COUNTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// The shipped scenarios: `(name, file name, source)`.
-pub const SCENARIOS: [(&str, &str, &str); 7] = [
+pub const SCENARIOS: [(&str, &str, &str); 12] = [
     ("S1", "s1-validation.toml", include_str!("../scenarios/s1-validation.toml")),
     ("S1-MD1", "s1-md1.toml", include_str!("../scenarios/s1-md1.toml")),
     ("S2", "s2-overload.toml", include_str!("../scenarios/s2-overload.toml")),
@@ -45,6 +46,11 @@ pub const SCENARIOS: [(&str, &str, &str); 7] = [
     ("S4", "s4-retry-storm.toml", include_str!("../scenarios/s4-retry-storm.toml")),
     ("S5", "s5-redelivery-storm.toml", include_str!("../scenarios/s5-redelivery-storm.toml")),
     ("S6", "s6-runaway-top-class.toml", include_str!("../scenarios/s6-runaway-top-class.toml")),
+    ("A1", "a1-spike-1_4x.toml", include_str!("../scenarios/a1-spike-1_4x.toml")),
+    ("A2", "a2-spike-3x.toml", include_str!("../scenarios/a2-spike-3x.toml")),
+    ("A3", "a3-capacity-halved.toml", include_str!("../scenarios/a3-capacity-halved.toml")),
+    ("A4", "a4-service-drift.toml", include_str!("../scenarios/a4-service-drift.toml")),
+    ("A5", "a5-retry-storm.toml", include_str!("../scenarios/a5-retry-storm.toml")),
 ];
 
 /// The default scenario: S2, sustained 2× overload, naive FIFO vs enlarged FIFO vs Veltrix.
@@ -215,6 +221,7 @@ fn disturbances(sc: &Scenario) -> Vec<plot::Band> {
     bands.extend(f.partition.iter().map(|w| band(w.from_s.0, w.to_s.0, "partition")));
     bands.extend(f.capacity_drop.iter().map(|w| band(w.from_s.0, w.to_s.0, "capacity drop")));
     bands.extend(f.crash.iter().map(|c| band(c.at_s.0, c.at_s.0 + c.down_s.0, "crash (host down)")));
+    bands.extend(f.service_drift.iter().map(|d| band(d.from_s.0, d.to_s.0, "service time drifting")));
     bands.extend(f.restart.iter().map(|r| band(r.at_s.0, r.at_s.0, "restart")));
     for c in sc.classes.get_ref() {
         let label = format!("{} arrival step", c.name.get_ref());

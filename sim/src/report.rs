@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use serde::Serialize;
 use veltrix_engine::DeadLetterReason;
 
-use crate::expect::Check;
+use crate::converge::Convergence;
+use crate::expect::{Check, MetricRef};
 use crate::run::SystemRun;
 use crate::scenario::Scenario;
 use crate::theory::{self, TheoryCheck, quantile};
@@ -99,6 +100,8 @@ pub struct SystemReport {
     /// Seconds after the last disturbance (fault window or arrival step) ends until goodput is
     /// back (≥ 90% of fresh load for 5 s running); `None` without one or if it never comes back.
     pub recovery_s: Option<f64>,
+    /// Convergence after each change, with a `[convergence]` section.
+    pub convergence: Option<Convergence>,
     /// Per-second series.
     pub series: Series,
 }
@@ -258,8 +261,13 @@ pub fn build(scenario: &Scenario, source: &str, seed: u64, schedule: &[Arrival],
         .iter()
         .map(|line| {
             let check = Check::parse(line.get_ref()).expect("validated with the scenario");
-            let actual = metric(&d, &check);
-            ExpectResult { check: check.to_string(), actual, holds: actual.is_some_and(|a| check.holds(a)) }
+            let actual = metric(&d, &check.lhs);
+            let rhs = match &check.of {
+                Some(of) => metric(&d, of).map(|v| v * check.value),
+                None => Some(check.value),
+            };
+            let holds = actual.zip(rhs).is_some_and(|(a, r)| check.holds(a, r));
+            ExpectResult { check: check.to_string(), actual, holds }
         })
         .collect();
     d
@@ -353,6 +361,7 @@ fn system_report(scenario: &Scenario, names: &[String], schedule: &[Arrival], ru
         peak_queued_bytes: peak_queued_events * EVENT_BYTES,
         peak_queued_events,
         recovery_s: recovery(scenario, schedule, &good_ids),
+        convergence: crate::converge::measure(scenario, schedule, run),
         series: series(scenario, run, names.len()),
         identities,
         total,
@@ -457,6 +466,7 @@ fn recovery(scenario: &Scenario, schedule: &[Arrival], good_ids: &BTreeSet<u64>)
         .map(|d| d.to_s.0)
         .chain(f.partition.iter().map(|p| p.to_s.0))
         .chain(f.crash.iter().map(|c| c.at_s.0 + c.down_s.0))
+        .chain(f.service_drift.iter().map(|d| d.to_s.0))
         .chain(steps)
         .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))?;
     let n = seconds(scenario);
@@ -479,10 +489,10 @@ fn recovery(scenario: &Scenario, schedule: &[Arrival], good_ids: &BTreeSet<u64>)
     (from..=n.saturating_sub(5)).find(|&s| (s..s + 5).all(ok)).map(|s| (s as f64 - last_end).max(0.0))
 }
 
-/// The value an `[expect]` line names.
-pub fn metric(d: &Deterministic, check: &Check) -> Option<f64> {
-    let sys = d.systems.iter().find(|s| s.name == check.system)?;
-    metric_of(sys, check.class.as_deref(), &check.metric)
+/// The value of a metric an `[expect]` line names.
+pub fn metric(d: &Deterministic, m: &MetricRef) -> Option<f64> {
+    let sys = d.systems.iter().find(|s| s.name == m.system)?;
+    metric_of(sys, m.class.as_deref(), &m.metric)
 }
 
 /// Metric `m` of class `class` of `sys`, or of the whole system (`None`). The names are
@@ -527,6 +537,8 @@ fn metric_of(sys: &SystemReport, class: Option<&str>, m: &str) -> Option<f64> {
         "peak_queued_events" => c.peak_queued_events as f64,
         "peak_queued_bytes" => c.peak_queued_bytes as f64,
         "recovery_s" if class.is_none() => sys.recovery_s?,
+        "convergence_sbar" if class.is_none() => sys.convergence.as_ref()?.worst_sbar(),
+        "convergence_cv" if class.is_none() => sys.convergence.as_ref()?.worst_cv(),
         "identities_hold" if class.is_none() => f64::from(u8::from(sys.identities.iter().all(|i| i.holds))),
         _ => return None,
     })
@@ -640,6 +652,41 @@ pub(crate) fn theory_table(d: &Deterministic) -> Table {
     }
 }
 
+/// Convergence after each change, per system; empty without `[convergence]`.
+pub(crate) fn convergence_table(d: &Deterministic) -> Table {
+    let rows = d
+        .systems
+        .iter()
+        .filter_map(|sys| sys.convergence.as_ref().map(|c| (sys, c)))
+        .flat_map(|(sys, c)| {
+            c.changes.iter().map(move |ch| TableRow {
+                cells: vec![
+                    sys.name.clone(),
+                    format!("{:.1}", ch.at_s),
+                    ch.what.clone(),
+                    ch.converged_after_sbar.map_or("never".into(), |x| format!("{x:.0}")),
+                    ch.cv_after.map_or("–".into(), |x| format!("{x:.3}")),
+                ],
+                total: false,
+                failed: false,
+            })
+        })
+        .collect();
+    Table {
+        headers: &["system", "at s", "change", "converged after (S̄)", "CV after"],
+        numeric: &[false, true, false, true, true],
+        rows,
+    }
+}
+
+/// What the convergence table judges, in words.
+pub(crate) fn convergence_caption(d: &Deterministic) -> String {
+    let Some(c) = d.systems.iter().find_map(|s| s.convergence.as_ref()) else { return String::new() };
+    let own: Vec<String> = c.class_targets_ms.iter().map(|(k, t)| format!("{k} {t} ms")).collect();
+    let own = if own.is_empty() { String::new() } else { format!(" ({})", own.join(", ")) };
+    format!("Convergence to a p99 queueing delay ≤ 1.25 × {} ms{own} with goodput ≥ 90 %", c.target_delay_ms)
+}
+
 /// The comparison table, in Markdown.
 pub fn markdown(d: &Deterministic) -> String {
     let mut s = String::new();
@@ -649,6 +696,11 @@ pub fn markdown(d: &Deterministic) -> String {
     if !d.theory.is_empty() {
         s.push('\n');
         s.push_str(&theory_table(d).markdown());
+    }
+    let convergence = convergence_table(d);
+    if !convergence.rows.is_empty() {
+        let _ = writeln!(s, "\n{}:\n", convergence_caption(d));
+        s.push_str(&convergence.markdown());
     }
     let broken: Vec<&str> =
         d.systems.iter().flat_map(|s| s.identities.iter()).filter(|i| !i.holds).map(|i| i.identity.as_str()).collect();
@@ -685,6 +737,7 @@ mod tests {
             peak_queued_events: 0,
             peak_queued_bytes: 0,
             recovery_s: Some(1.0),
+            convergence: Some(Convergence { target_delay_ms: 1.0, class_targets_ms: Vec::new(), changes: Vec::new() }),
             series: Series::default(),
         };
         for m in METRICS {

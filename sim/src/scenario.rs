@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, de};
 use toml::Spanned;
-use veltrix_engine::{BuildError, ClassSpec, Config, OverloadPolicy, SchedulerMode};
+use veltrix_engine::{Adaptive, BuildError, ClassSpec, Config, OverloadPolicy, SchedulerMode};
 
 /// A number that must be finite and > 0.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
@@ -110,6 +110,9 @@ pub struct Scenario {
     /// Injected faults.
     #[serde(default)]
     pub faults: Faults,
+    /// How to judge convergence after each change (see `report::convergence`); off without it.
+    #[serde(default)]
+    pub convergence: Option<ConvergenceDef>,
     /// The systems as written (validated into `systems`).
     #[serde(rename = "system", default)]
     raw_systems: Option<Spanned<Vec<RawSystem>>>,
@@ -294,6 +297,79 @@ pub struct Faults {
     /// lost, counted as `crashed`); it comes back `down_s` later.
     #[serde(default)]
     pub crash: Vec<Crash>,
+    /// Service times that drift (at most one).
+    #[serde(default)]
+    pub service_drift: Vec<Drift>,
+}
+
+impl Faults {
+    /// How much of its full speed the server has at `t_s`: the smallest capacity-drop factor in
+    /// force, divided by the drift's service-time multiplier.
+    pub fn capacity_factor(&self, t_s: f64) -> f64 {
+        let drop = self
+            .capacity_drop
+            .iter()
+            .filter(|d| d.from_s.0 <= t_s && t_s < d.to_s.0)
+            .map(|d| d.factor.0)
+            .fold(1.0, f64::min);
+        let drift = self.service_drift.first().map_or(1.0, |d| {
+            let x = ((t_s - d.from_s.0) / (d.to_s.0 - d.from_s.0)).clamp(0.0, 1.0);
+            1.0 + (d.factor.0 - 1.0) * x
+        });
+        drop / drift
+    }
+}
+
+/// `[convergence]`: after each change (an arrival step's start or end, a capacity drop's start or
+/// end, a drift's start), a system has converged once, until the next change, its p99 queueing
+/// delay stays within 1.25 × `target_delay_ms` and its goodput within 10 % of what it could be
+/// (the lesser of the fresh load and the capacity); see `converge`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergenceDef {
+    /// The queueing delay a system should hold.
+    pub target_delay_ms: Positive,
+    /// Classes held to a target of their own.
+    #[serde(default)]
+    pub class: Vec<ConvergenceClass>,
+}
+
+/// A class's own target in `[convergence]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergenceClass {
+    /// Which class.
+    pub name: Spanned<String>,
+    /// Its target queueing delay.
+    pub target_delay_ms: Positive,
+}
+
+impl ConvergenceDef {
+    /// The target of each class of `names` (ms), most critical first.
+    pub fn targets_ms(&self, names: &[String]) -> Vec<f64> {
+        names
+            .iter()
+            .map(|n| {
+                self.class
+                    .iter()
+                    .find(|c| c.name.get_ref() == n)
+                    .map_or(self.target_delay_ms.0, |c| c.target_delay_ms.0)
+            })
+            .collect()
+    }
+}
+
+/// A slow change of the service time: its multiplier moves linearly from 1 at `from_s` to
+/// `factor` at `to_s`, and stays there.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Drift {
+    /// Start.
+    pub from_s: NonNegative,
+    /// End.
+    pub to_s: Positive,
+    /// The service time's multiplier from `to_s` on.
+    pub factor: Positive,
 }
 
 /// A hard crash.
@@ -354,6 +430,10 @@ struct RawSystem {
     #[serde(default)]
     deadlines: Option<bool>,
     #[serde(default)]
+    target_delay_ms: Option<Positive>,
+    #[serde(default)]
+    adaptive_interval_ms: Option<Positive>,
+    #[serde(default)]
     class: Vec<VeltrixClass>,
 }
 
@@ -387,6 +467,9 @@ pub enum SystemDef {
         /// Give each event its class deadline (and the client timeout) as its engine deadline
         /// (default true).
         deadlines: bool,
+        /// Adaptive admission: the target queueing delay (ms) and the control interval (ms,
+        /// default the target); `None` for static capacities.
+        adaptive: Option<(f64, Option<f64>)>,
         /// Per-class settings.
         classes: Vec<VeltrixClass>,
     },
@@ -406,7 +489,7 @@ impl SystemDef {
     /// the other systems. The engine's own rules decide what is valid: the scenario's checks and
     /// the run build it the same way.
     pub fn engine_config(&self, scenario_classes: &[String]) -> Option<Result<Config, BuildError>> {
-        let SystemDef::Veltrix { scheduler, cap, window, capacity, classes, .. } = self else {
+        let SystemDef::Veltrix { scheduler, cap, window, capacity, classes, adaptive, .. } = self else {
             return None;
         };
         let n = scenario_classes.len();
@@ -430,8 +513,18 @@ impl SystemDef {
                 let interval = o.codel_interval_ms.map_or(100.0, |i| i.0);
                 spec = spec.with_codel(Duration::from_secs_f64(t.0 / 1e3), Duration::from_secs_f64(interval / 1e3));
             }
+            if let Some(t) = o.and_then(|o| o.target_delay_ms) {
+                spec = spec.with_target_delay(Duration::from_secs_f64(t.0 / 1e3));
+            }
             b.class(spec)
         });
+        let b = match adaptive {
+            Some((target, interval)) => {
+                let a = Adaptive::new(Duration::from_secs_f64(target / 1e3));
+                b.adaptive(interval.map_or(a, |i| a.with_interval(Duration::from_secs_f64(i / 1e3))))
+            }
+            None => b,
+        };
         let mode = match scheduler {
             SchedulerDef::Strict => SchedulerMode::Strict,
             SchedulerDef::Drr => SchedulerMode::Drr,
@@ -463,6 +556,8 @@ impl RawSystem {
             ("cap", self.cap.is_some(), kind != "veltrix"),
             ("window", self.window.is_some(), kind != "veltrix"),
             ("deadlines", self.deadlines.is_some(), kind != "veltrix"),
+            ("target_delay_ms", self.target_delay_ms.is_some(), kind != "veltrix"),
+            ("adaptive_interval_ms", self.adaptive_interval_ms.is_some(), kind != "veltrix"),
             ("class", !self.class.is_empty(), kind != "veltrix"),
         ];
         if KINDS.contains(&kind)
@@ -481,15 +576,31 @@ impl RawSystem {
                 Some(c) if c > 0 => Ok(SystemDef::Fifo { name: self.name, capacity: c }),
                 _ => Err((Some(self.name.span()), field("capacity"), "a `fifo` system needs capacity ≥ 1".into())),
             },
-            "veltrix" => Ok(SystemDef::Veltrix {
-                name: self.name,
-                scheduler: self.scheduler.unwrap_or_default(),
-                cap: self.cap.unwrap_or(0.5),
-                window: self.window.unwrap_or(16),
-                capacity: self.capacity.unwrap_or(100),
-                deadlines: self.deadlines.unwrap_or(true),
-                classes: self.class,
-            }),
+            "veltrix" => {
+                let adaptive = self.target_delay_ms.map(|t| (t.0, self.adaptive_interval_ms.map(|i| i.0)));
+                // Keys of adaptive admission on a static system.
+                let stray = if self.adaptive_interval_ms.is_some() {
+                    Some((self.name.span(), "adaptive_interval_ms".to_string()))
+                } else {
+                    let mut targets = self.class.iter().enumerate().filter(|(_, c)| c.target_delay_ms.is_some());
+                    targets.next().map(|(j, c)| (c.name.span(), format!("class[{j}].target_delay_ms")))
+                };
+                if let (None, Some((span, key))) = (adaptive, stray) {
+                    let message = "applies to adaptive admission only: set the system's `target_delay_ms` too";
+                    return Err((Some(span), field(&key), message.into()));
+                }
+                Ok(SystemDef::Veltrix {
+                    name: self.name,
+                    scheduler: self.scheduler.unwrap_or_default(),
+                    cap: self.cap.unwrap_or(0.5),
+                    window: self.window.unwrap_or(16),
+                    // Under adaptive admission the capacity only bounds memory: generous.
+                    capacity: self.capacity.unwrap_or(if adaptive.is_some() { 10_000 } else { 100 }),
+                    deadlines: self.deadlines.unwrap_or(true),
+                    adaptive,
+                    classes: self.class,
+                })
+            }
             other => Err((
                 Some(self.kind.span()),
                 field("kind"),
@@ -551,6 +662,9 @@ pub struct VeltrixClass {
     /// CoDel interval.
     #[serde(default)]
     pub codel_interval_ms: Option<Positive>,
+    /// The class's own target queueing delay under adaptive admission.
+    #[serde(default)]
+    pub target_delay_ms: Option<Positive>,
 }
 
 /// Overload policy choice.
@@ -678,6 +792,7 @@ impl Scenario {
         self.validate_limits()?;
         self.validate_faults()?;
         self.validate_systems()?;
+        self.validate_convergence()?;
         self.validate_expect()
     }
 
@@ -770,11 +885,15 @@ impl Scenario {
     fn validate_faults(&self) -> Result<(), Invalid> {
         let end = self.duration_s.0;
         let f = &self.faults;
-        let kinds: [(&str, Vec<Span>, &str); 4] = [
+        if f.service_drift.len() > 1 {
+            return bad(self.classes.span(), "faults.service_drift[1]", "at most one drift".into());
+        }
+        let kinds: [(&str, Vec<Span>, &str); 5] = [
             ("faults.partition", f.partition.iter().map(|w| (w.from_s.0, w.to_s.0)).collect(), "to_s"),
             ("faults.capacity_drop", f.capacity_drop.iter().map(|w| (w.from_s.0, w.to_s.0)).collect(), "to_s"),
             ("faults.crash", f.crash.iter().map(|c| (c.at_s.0, c.at_s.0 + c.down_s.0)).collect(), "down_s"),
             ("faults.restart", f.restart.iter().map(|r| (r.at_s.0, r.at_s.0)).collect(), "at_s"),
+            ("faults.service_drift", f.service_drift.iter().map(|w| (w.from_s.0, w.to_s.0)).collect(), "to_s"),
         ];
         for (name, windows, end_field) in kinds {
             for (j, &(from, to)) in windows.iter().enumerate() {
@@ -854,11 +973,34 @@ impl Scenario {
                     }
                     BuildError::CapOutOfRange { .. } => (name.span(), format!("system[{i}].cap")),
                     BuildError::ZeroWindow => (name.span(), format!("system[{i}].window")),
+                    BuildError::ZeroAdaptiveParameter { class: Some(class) } => {
+                        at(class, "target_delay_ms", |o| o.target_delay_ms.is_some())
+                    }
+                    BuildError::ZeroAdaptiveParameter { class: None } => {
+                        (name.span(), format!("system[{i}].target_delay_ms"))
+                    }
                     // The scenario's classes were checked above; a rule the engine adds later
                     // is still reported, at the system.
                     _ => (name.span(), format!("system[{i}]")),
                 };
                 return bad(span, &field, e.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// `[convergence]` names classes of this file.
+    fn validate_convergence(&self) -> Result<(), Invalid> {
+        let Some(def) = &self.convergence else { return Ok(()) };
+        let classes = self.classes.get_ref();
+        for (j, c) in def.class.iter().enumerate() {
+            if !classes.iter().any(|k| k.name.get_ref() == c.name.get_ref()) {
+                let hint = crate::suggest::hint(c.name.get_ref(), classes.iter().map(|k| k.name.get_ref().as_str()));
+                return bad(
+                    c.name.span(),
+                    &format!("convergence.class[{j}].name"),
+                    format!("no class `{}`{hint}", c.name.get_ref()),
+                );
             }
         }
         Ok(())
@@ -873,15 +1015,17 @@ impl Scenario {
             let check = crate::expect::Check::parse(line.get_ref())
                 .and_then(|c| c.check_metric().map(|()| c))
                 .map_err(|e| (Some(line.span()), field.clone(), e))?;
-            if !systems.iter().any(|s| s.name() == check.system) {
-                let hint = crate::suggest::hint(&check.system, systems.iter().map(SystemDef::name));
-                return bad(line.span(), &field, format!("no system `{}`{hint}", check.system));
-            }
-            if let Some(class) = &check.class
-                && !classes.iter().any(|c| c.name.get_ref() == class)
-            {
-                let hint = crate::suggest::hint(class, classes.iter().map(|c| c.name.get_ref().as_str()));
-                return bad(line.span(), &field, format!("no class `{class}`{hint}"));
+            for m in check.metrics() {
+                if !systems.iter().any(|s| s.name() == m.system) {
+                    let hint = crate::suggest::hint(&m.system, systems.iter().map(SystemDef::name));
+                    return bad(line.span(), &field, format!("no system `{}`{hint}", m.system));
+                }
+                if let Some(class) = &m.class
+                    && !classes.iter().any(|c| c.name.get_ref() == class)
+                {
+                    let hint = crate::suggest::hint(class, classes.iter().map(|c| c.name.get_ref().as_str()));
+                    return bad(line.span(), &field, format!("no class `{class}`{hint}"));
+                }
             }
         }
         Ok(())
@@ -1083,6 +1227,70 @@ name = "naive"
         let steps = "rate_per_s = 10, steps = [{ from_s = 8, to_s = 20, rate_per_s = 1000 }]";
         let s = Scenario::parse(&OK.replace("rate_per_s = 10", steps), "t.toml").unwrap();
         assert_eq!(s.classes.get_ref()[0].arrivals.expected(10.0), 2080.0);
+    }
+
+    #[test]
+    fn adaptive_systems_and_convergence_are_checked_where_they_are_written() {
+        let system = |lines: &str| OK.to_string() + "[[system]]\n" + lines;
+        let cases = [
+            (
+                system("kind = \"fifo\"\nname = \"f\"\ncapacity = 5\ntarget_delay_ms = 5\n"),
+                "system[1].target_delay_ms",
+                "does not apply",
+            ),
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\nadaptive_interval_ms = 5\n"),
+                "system[1].adaptive_interval_ms",
+                "adaptive admission only",
+            ),
+            (
+                system("kind = \"veltrix\"\nname = \"v\"\n[[system.class]]\nname = \"A\"\ntarget_delay_ms = 5\n"),
+                "system[1].class[0].target_delay_ms",
+                "set the system's `target_delay_ms` too",
+            ),
+            (
+                OK.to_string()
+                    + "[convergence]\ntarget_delay_ms = 5\nclass = [{ name = \"B\", target_delay_ms = 1 }]\n",
+                "convergence.class[0].name",
+                "no class `B`. Did you mean `A`?",
+            ),
+            (
+                OK.to_string()
+                    + "[faults]\nservice_drift = [{ from_s = 1, to_s = 2, factor = 2 }, { from_s = 3, to_s = 4, factor = 2 }]\n",
+                "faults.service_drift[1]",
+                "at most one drift",
+            ),
+            (
+                OK.to_string() + "[expect]\nchecks = [\"naive.lost <= 2 * naiv.lost\"]\n",
+                "expect.checks[0]",
+                "no system `naiv`",
+            ),
+        ];
+        for (src, field, message) in cases {
+            let e = Scenario::parse(&src, "t.toml").unwrap_err();
+            assert_eq!(e.field, field, "{e}\n{src}");
+            assert!(e.message.contains(message), "{e}");
+        }
+        let s = Scenario::parse(&system("kind = \"veltrix\"\nname = \"v\"\ntarget_delay_ms = 50\n"), "t.toml").unwrap();
+        let config = s.systems[1].engine_config(&s.class_names()).unwrap().unwrap();
+        assert_eq!(
+            config.adaptive().map(|a| (a.target, a.interval)),
+            Some((Duration::from_millis(50), Duration::from_millis(50)))
+        );
+        assert_eq!(config.classes()[0].capacity, 10_000, "adaptive: the capacity only bounds memory");
+    }
+
+    #[test]
+    fn the_capacity_factor_combines_drops_and_a_linear_drift() {
+        let src = OK.to_string()
+            + "[faults]\ncapacity_drop = [{ from_s = 2, to_s = 4, factor = 0.5 }]\n"
+            + "service_drift = [{ from_s = 1, to_s = 5, factor = 3 }]\n";
+        let f = Scenario::parse(&src, "t.toml").unwrap().faults;
+        // Before the drift; a quarter of it (service × 1.5) inside the drop; all of it after.
+        assert_eq!(
+            [f.capacity_factor(0.5), f.capacity_factor(2.0), f.capacity_factor(9.0)],
+            [1.0, 0.5 / 1.5, 1.0 / 3.0]
+        );
     }
 
     #[test]

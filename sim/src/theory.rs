@@ -172,6 +172,7 @@ fn eligible(s: &Scenario) -> bool {
         && s.client.max_attempts == 1
         && s.faults.partition.is_empty()
         && s.faults.capacity_drop.is_empty()
+        && s.faults.service_drift.is_empty()
         && s.faults.restart.is_empty()
         && s.faults.crash.is_empty()
         && s.faults.jitter_ms.0 == 0.0

@@ -202,7 +202,7 @@ fn replay_reproduces_a_report_from_its_stamp() {
 fn list_names_every_shipped_scenario() {
     let out = cli().arg("list").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    for name in ["S1 ", "S2 ", "S3 ", "S4 ", "S5 ", "S6 "] {
+    for name in ["S1 ", "S2 ", "S3 ", "S4 ", "S5 ", "S6 ", "A1 ", "A2 ", "A3 ", "A4 ", "A5 "] {
         assert!(text.contains(name), "{name} missing from {text}");
     }
 }

@@ -129,11 +129,19 @@ mod controller {
     }
 
     fn window() -> impl Strategy<Value = Window> {
-        (0u64..5_000, 0u64..5_000, any::<bool>()).prop_map(|(delivered, late, backlogged)| Window {
-            delivered,
-            late: late.min(delivered),
-            backlogged,
+        (0u64..5_000, 0u64..5_000, 0u64..300, 0u64..5_000).prop_map(|(delivered, late, busy_ms, busy_delivered)| {
+            Window {
+                delivered,
+                late: late.min(delivered),
+                busy: Duration::from_millis(busy_ms),
+                busy_delivered: busy_delivered.min(delivered),
+            }
         })
+    }
+
+    /// An interval with a backlog throughout, `delivered` served.
+    fn busy(delivered: u64, late: u64) -> Window {
+        Window { delivered, late, busy: INTERVAL, busy_delivered: delivered }
     }
 
     proptest! {
@@ -162,11 +170,11 @@ mod controller {
             let mut c = controller(&[1_000_000], 100);
             let delivered = rate * INTERVAL.as_millis() as u64 / 1000;
             for _ in 0..warm {
-                c.update(INTERVAL, &[Window { delivered, late: 0, backlogged: true }]);
+                c.update(INTERVAL, &[busy(delivered, 0)]);
             }
             let mut last = c.limits()[0];
             // Overload: the same service rate, but more than 1 % of the events wait too long.
-            let late = Window { delivered, late: delivered * late_pct / 100, backlogged: true };
+            let late = busy(delivered, delivered * late_pct / 100);
             for _ in 0..steps {
                 let limit = c.update(INTERVAL, &[late])[0];
                 prop_assert!(limit <= last, "limit rose from {last} to {limit} while events were late");
@@ -182,11 +190,11 @@ mod controller {
             let mut c = controller(&[1_000_000], 100);
             let delivered = rate * INTERVAL.as_millis() as u64 / 1000;
             for _ in 0..late_steps {
-                c.update(INTERVAL, &[Window { delivered, late: delivered, backlogged: true }]);
+                c.update(INTERVAL, &[busy(delivered, delivered)]);
             }
-            // The gain climbs 5 % per interval from its floor of 0.05: 62 intervals at most.
+            // The gain climbs 10 % per interval from its floor of 0.25: 15 intervals at most.
             for _ in 0..70 {
-                c.update(INTERVAL, &[Window { delivered, late: 0, backlogged: true }]);
+                c.update(INTERVAL, &[busy(delivered, 0)]);
             }
             // `delivered` per 20 ms, times a 100 ms target.
             let expected = (delivered * 5) as u32;

@@ -80,20 +80,30 @@ pub(crate) struct Consumer {
 }
 
 /// The adaptive controller's side of the consumer: it counts each delivery's wait against the
-/// class's target, and once per interval turns the counts into [`Window`]s.
+/// class's target and times the class's busy stretches, and once per interval turns the counts
+/// into [`Window`]s.
 #[derive(Debug)]
 struct Adapting {
     controller: Controller,
     interval: Duration,
-    /// Per class: its target delay, late deliveries this window, and the totals of deliveries
-    /// and of refusals (offers refused or shed) when the window opened.
-    targets: Box<[Duration]>,
-    late: Box<[u64]>,
-    delivered_before: Box<[u64]>,
-    refused_before: Box<[u64]>,
+    /// Per class: its target delay, this window's counts, and its last delivery.
+    classes: Box<[AdaptClass]>,
     windows: Box<[Window]>,
     /// When the current window opened; `None` before the first receive.
     opened: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct AdaptClass {
+    target: Duration,
+    /// This window's counts (`delivered` is read off the ledger at the window's end).
+    late: u64,
+    busy: Duration,
+    busy_delivered: u64,
+    /// Deliveries when the window opened.
+    delivered_before: u64,
+    /// The last delivery, and whether the class's next event was already queued then.
+    last: Option<(Instant, bool)>,
 }
 
 impl Consumer {
@@ -110,15 +120,21 @@ impl Consumer {
             .collect();
         let adaptive = Controller::new(config).map(|controller| {
             let n = config.len();
-            let targets = (0..n).map(|k| controller.target(k)).collect();
+            let classes = (0..n)
+                .map(|k| AdaptClass {
+                    target: controller.target(k),
+                    late: 0,
+                    busy: Duration::ZERO,
+                    busy_delivered: 0,
+                    delivered_before: 0,
+                    last: None,
+                })
+                .collect();
             let interval = config.adaptive().expect("a controller means adaptive").interval;
             Box::new(Adapting {
                 controller,
                 interval,
-                targets,
-                late: vec![0; n].into(),
-                delivered_before: vec![0; n].into(),
-                refused_before: vec![0; n].into(),
+                classes,
                 windows: vec![Window::default(); n].into(),
                 opened: None,
             })
@@ -127,14 +143,9 @@ impl Consumer {
     }
 
     /// Adaptive admission: closes the control window if its interval is over, feeds it to the
-    /// controller and returns the new limits, for the caller to publish. `refused(k)` is class
-    /// `k`'s running total of offers refused or shed. `None` when static or mid-window.
-    pub(crate) fn adapt(
-        &mut self,
-        now: &mut LazyNow,
-        queued: impl Fn(usize, u64) -> bool,
-        refused: impl Fn(usize) -> u64,
-    ) -> Option<&[u32]> {
+    /// controller and returns the new limits, for the caller to publish. `None` when static or
+    /// mid-window.
+    pub(crate) fn adapt(&mut self, now: &mut LazyNow) -> Option<&[u32]> {
         let a = self.adaptive.as_deref_mut()?;
         let now = now.get();
         let Some(opened) = a.opened else {
@@ -145,15 +156,13 @@ impl Consumer {
         if elapsed < a.interval {
             return None;
         }
-        for (k, c) in self.classes.iter().enumerate() {
-            let (delivered, refused) = (c.stats.delivered, refused(k) + c.stats.dead_shed);
-            a.windows[k] = Window {
-                delivered: delivered - a.delivered_before[k],
-                late: std::mem::take(&mut a.late[k]),
-                backlogged: refused > a.refused_before[k] || queued(k, c.next),
+        for ((ac, c), w) in a.classes.iter_mut().zip(self.classes.iter()).zip(a.windows.iter_mut()) {
+            *w = Window {
+                delivered: c.stats.delivered - std::mem::replace(&mut ac.delivered_before, c.stats.delivered),
+                late: std::mem::take(&mut ac.late),
+                busy: std::mem::take(&mut ac.busy),
+                busy_delivered: std::mem::take(&mut ac.busy_delivered),
             };
-            a.delivered_before[k] = delivered;
-            a.refused_before[k] = refused;
         }
         a.opened = Some(now);
         Some(a.controller.update(elapsed, &a.windows))
@@ -179,9 +188,17 @@ impl Consumer {
         self.unreleased |= 1 << k;
         let pop = dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get());
         if let (Some(a), Pop::Deliver(d)) = (self.adaptive.as_deref_mut(), &pop) {
+            let now = now.get();
+            let ac = &mut a.classes[k];
             // Adaptive classes always stamp the enqueue time.
-            let waited = d.enqueued_at.map_or(Duration::ZERO, |at| now.get().saturating_duration_since(at));
-            a.late[k] += u64::from(waited > a.targets[k]);
+            let waited = d.enqueued_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+            ac.late += u64::from(waited > ac.target);
+            if let Some((last, true)) = ac.last {
+                ac.busy += now.saturating_duration_since(last);
+                ac.busy_delivered += 1;
+            }
+            // The next slot's stamp: the line this consumer reads next anyway.
+            ac.last = Some((now, rings[k].ready(c.next)));
         }
         Next::Pop(pop)
     }

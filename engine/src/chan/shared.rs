@@ -415,11 +415,7 @@ impl<E> Shared<E> {
     /// the controller's new limits, then brings each class's `full` bit in line with its new
     /// limit (a lowered limit can leave a class full with its bit clear).
     fn adapt(&self, c: &mut Consumer, now: &mut LazyNow) {
-        let refused = |k: usize| {
-            let r = &self.refused[k];
-            r.full.load(Relaxed) + r.policy.load(Relaxed) + r.cancelled.load(Relaxed)
-        };
-        let Some(limits) = c.adapt(now, |k, next| self.rings[k].queued_since(next) > 0, refused) else { return };
+        let Some(limits) = c.adapt(now) else { return };
         for (ring, &limit) in self.rings.iter().zip(limits) {
             ring.set_limit(limit);
         }

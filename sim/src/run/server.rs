@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use veltrix_engine::DeadLetterReason;
 
-use crate::scenario::{Scenario, SystemDef};
+use crate::scenario::{Faults, Scenario, SystemDef};
 use crate::wire::{Outcome, REQUEST_LEN, Request, Response, split_wire_id};
 
 use super::custom::StartEngine;
@@ -54,7 +54,8 @@ pub(super) struct ServerShared {
     pub(super) good_within_ns: Vec<u64>,
     pub(super) latency_ns: u64,
     pub(super) jitter_ns: u64,
-    pub(super) capacity_drops: Vec<(u64, u64, f64)>,
+    /// Capacity drops and service drift.
+    pub(super) faults: Faults,
     pub(super) restarts: Vec<u64>,
     pub(super) end_ns: u64,
     pub(super) rec: Mutex<Recorder>,
@@ -130,12 +131,7 @@ impl ServerShared {
             good_within_ns,
             latency_ns: (scenario.faults.latency_ms.0 * 1e6) as u64,
             jitter_ns: (scenario.faults.jitter_ms.0 * 1e6) as u64,
-            capacity_drops: scenario
-                .faults
-                .capacity_drop
-                .iter()
-                .map(|d| (ns(d.from_s.0), ns(d.to_s.0), d.factor.0))
-                .collect(),
+            faults: scenario.faults.clone(),
             restarts: scenario.faults.restart.iter().map(|r| ns(r.at_s.0)).collect(),
             end_ns: ns(scenario.duration_s.0),
             rec: Mutex::new(Recorder { classes: vec![ServerClass::default(); classes], ..Recorder::default() }),
@@ -288,11 +284,7 @@ impl ServerShared {
     }
 
     pub(super) fn capacity_factor(&self, at_ns: u64) -> f64 {
-        self.capacity_drops
-            .iter()
-            .filter(|(from, to, _)| *from <= at_ns && at_ns < *to)
-            .map(|d| d.2)
-            .fold(1.0, f64::min)
+        self.faults.capacity_factor(at_ns as f64 / 1e9)
     }
 
     /// Works on a job: exact start and end on the worker that frees first, sleep until the end,
