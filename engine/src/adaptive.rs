@@ -16,7 +16,8 @@
 //!   r_k  ← r_k + (x_k − r_k) · min(1, busy_k / Δ) / 2      afterwards, weighted by busy time
 //!   f_k   = late_k / delivered_k                waits over T_k, as a fraction
 //!   g_k  ← clamp(g_k · clamp(1 + 10 (q − f_k), 0.7, 1.1), 0.25, 1)    q = 1 %: aims at p99
-//!   limit_k = clamp(⌈g_k · r_k · T_k⌉, 1, capacity_k)         capacity_k until r_k is known
+//!   G_k   = min(g_0, …, g_k)                    no class keeps more than a late class above it
+//!   limit_k = clamp(⌈G_k · r_k · T_k⌉, 1, capacity_k)         capacity_k until r_k is known
 //! ```
 //!
 //! The service rate is measured only over *busy* stretches: a delivery of class `k` counts, with
@@ -29,7 +30,9 @@
 //! is an integral controller on the fraction of admitted events that waited longer than the
 //! target: it backs the limit off while more than 1 % are late and recovers slowly when none are.
 //! The limit never falls below one event, so a class squeezed to nothing still has an event in
-//! its queue to measure its rate with.
+//! its queue to measure its rate with. A class's limit uses the smallest gain at or above it
+//! (`G_k`): while a more critical class misses its target, the less critical ones shrink with it
+//! and leave it the workers.
 //!
 //! Limits apply as capacities do: a class at its limit refuses by its overload policy, and a
 //! class offered an event while a more critical class is at its limit refuses too (admission is
@@ -288,6 +291,17 @@ mod tests {
             c.update(MS100, &[IDLE, BUSY]);
         }
         assert_eq!(c.limits()[1], 100);
+    }
+
+    #[test]
+    fn a_late_class_holds_the_classes_below_it_to_its_gain() {
+        let mut c = controller(10_000, 100);
+        let late = Window { late: 30, ..BUSY };
+        // The top class is late: its gain drops to 0.7, and the other class's with it.
+        assert_eq!(c.update(MS100, &[late, BUSY]), [70, 70]);
+        // The lower class being late does not touch the top one.
+        let mut c = controller(10_000, 100);
+        assert_eq!(c.update(MS100, &[BUSY, late]), [100, 70]);
     }
 
     #[test]
