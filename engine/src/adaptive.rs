@@ -22,13 +22,17 @@
 //!
 //! The service rate is measured only over *busy* stretches: a delivery of class `k` counts, with
 //! the time since `k`'s previous delivery, when `k`'s next event was already queued at that
-//! previous delivery (so the class waited on the scheduler the whole time, not on its
-//! producers). The rate of all deliveries would be the arrival rate of a light class, which says
+//! previous delivery, or since then a producer of `k` was refused or waits for room (so the
+//! class waited on the scheduler the whole time, not on its producers; the second case covers a
+//! class held at a small limit, which a receiver's batch can empty while senders wait). The rate of all deliveries would be the arrival rate of a light class, which says
 //! nothing about how fast it is served once it queues; a class that never queues keeps its
 //! capacity as its limit, so the Poisson bursts of a light class are not refused for exceeding
 //! its average. The gain `g_k`
 //! is an integral controller on the fraction of admitted events that waited longer than the
 //! target: it backs the limit off while more than 1 % are late and recovers slowly when none are.
+//! It moves only in intervals that delivered something. With fewer than about a hundred
+//! deliveries per interval one late event is already more than 1 %, so there it aims at a
+//! somewhat higher quantile than the 99th, through the balance of its down and up steps.
 //! The limit never falls below one event, so a class squeezed to nothing still has an event in
 //! its queue to measure its rate with. A class's limit uses the smallest gain at or above it
 //! (`G_k`): while a more critical class misses its target, the less critical ones shrink with it
@@ -44,8 +48,11 @@
 //! and testable without a clock. A channel built from a [`Config`](crate::Config) with
 //! [`ConfigBuilder::adaptive`](crate::ConfigBuilder::adaptive) runs one under its consumer lock —
 //! each delivery compares its wait with the target, and at most once per interval a receive
-//! feeds the counts in and publishes the limits (one relaxed store per class) — so the per-event
-//! cost is a clock read and a comparison, with no lock and no allocation.
+//! feeds the counts in and publishes the limits (one relaxed store per class, and the `full`
+//! bits brought in line) — so the per-event cost is a clock read on each side, a comparison and
+//! two loads of lines the consumer reads anyway, with no lock and no allocation. The limit is
+//! rounded up after subtracting 10⁻⁹, so a product that should be whole is not rounded up by
+//! float error.
 
 use std::time::Duration;
 
@@ -117,7 +124,10 @@ pub struct Window {
 
 #[derive(Clone, Debug)]
 struct ClassControl {
+    /// The target in seconds, and as given (a `Duration` too large for `f64` seconds to
+    /// convert back exactly stays as it was).
     target: f64,
+    target_given: Duration,
     capacity: u32,
     rate: Option<f64>,
     gain: f64,
@@ -165,8 +175,9 @@ impl Controller {
             .iter()
             .map(|spec| {
                 let capacity = spec.capacity as u32;
-                let target = spec.target_delay.unwrap_or(adaptive.target).as_secs_f64();
-                ClassControl { target, capacity, rate: None, gain: 1.0, limit: capacity }
+                let target_given = spec.target_delay.unwrap_or(adaptive.target);
+                let target = target_given.as_secs_f64();
+                ClassControl { target, target_given, capacity, rate: None, gain: 1.0, limit: capacity }
             })
             .collect();
         let limits = classes.iter().map(|c| c.limit).collect();
@@ -196,6 +207,7 @@ impl Controller {
                 c.rate = Some(c.rate.map_or(x, |r| r + (x - r) * weight));
             }
             if w.delivered > 0 {
+                // Only intervals that delivered something move the gain.
                 let late = w.late.min(w.delivered) as f64 / w.delivered as f64;
                 let step = (1.0 + GAIN_RESPONSE * (LATE_QUANTILE - late)).clamp(GAIN_STEP.0, GAIN_STEP.1);
                 c.gain = (c.gain * step).clamp(GAIN_MIN, 1.0);
@@ -224,7 +236,7 @@ impl Controller {
 
     /// The target queueing delay of class `index`, in seconds.
     pub(crate) fn target(&self, index: usize) -> Duration {
-        Duration::from_secs_f64(self.classes[index].target)
+        self.classes[index].target_given
     }
 }
 

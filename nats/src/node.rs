@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use veltrix_engine::runtime::{
-    Engine, Handler, HandlerContext, Outcome, RouteSpec, Routed, ShutdownReport, Submission,
+    Engine, Handler, HandlerContext, Outcome, RouteId, RouteSpec, Routed, ShutdownReport, Submission,
 };
 use veltrix_engine::{DeadLetter, DeadLetterReason, OverloadPolicy, SubmitError};
 
@@ -174,10 +174,20 @@ impl NodeBuilder {
         let mut fetchers = Vec::with_capacity(plan.len());
         for ((lane, deadline), consumer) in plan.into_iter().zip(consumers) {
             let lane = Arc::new(lane);
+            let route = engine.route_id(&lane.route).expect("the node registered every route");
+            let spec =
+                routes.iter().find(|(r, _)| *r == lane.route).map(|(_, spec)| spec).expect("planned from routes");
+            // Enough for every worker's batch and as much again queued behind: the controller
+            // measures a class only while it has a backlog.
+            let probe = 2 * spec.workers * spec.max_batch;
+            let engine_lanes = if spec.keyed { spec.workers } else { 1 };
+            let capacity = spec.classes.classes()[lane.class.index()].capacity * engine_lanes;
+            let adaptive = spec.classes.adaptive().is_some().then_some((route, probe, capacity));
             let fetch = Fetch {
                 consumer,
                 lane: lane.clone(),
                 engine: engine.clone(),
+                adaptive,
                 credit: Arc::new(Semaphore::new(lane.credit)),
                 deadline,
                 fetch_wait: config.fetch_wait,
@@ -264,6 +274,10 @@ impl Node {
         NodeReport { classes: self.report(), engine, max_held: self.shared.max_live() }
     }
 }
+
+/// Under adaptive admission, how long a fetch loop waits before it looks again at a class that
+/// is queued to its limit.
+const ROOM_POLL: Duration = Duration::from_millis(1);
 
 /// How long after a pull's `fetch_wait` the node stops waiting for the server to end it.
 const PULL_GIVE_UP: Duration = Duration::from_secs(1);
@@ -422,6 +436,10 @@ struct Fetch {
     consumer: PullConsumer,
     lane: Arc<Lane>,
     engine: Arc<Engine<NatsEvent>>,
+    /// Under adaptive admission: the route, whose room for the class caps every pull; the most
+    /// queued before the controller has measured the class (two batches per worker); and the
+    /// class's capacity over the route's lanes.
+    adaptive: Option<(RouteId, usize, usize)>,
     credit: Arc<Semaphore>,
     deadline: Option<Duration>,
     fetch_wait: Duration,
@@ -443,6 +461,30 @@ impl Fetch {
             };
             if let Ok(more) = self.credit.clone().try_acquire_many_owned(self.credit.available_permits() as u32) {
                 credit.merge(more);
+            }
+            // Adaptive admission: ask for no more than the class admits now, and before its
+            // first measurement for no more than keeps the workers busy with as much again
+            // queued (its limit is still the capacity, which says nothing about how fast it
+            // drains). The rest of the credit goes back. With no room, the class is queued to
+            // its limit: look again shortly (it drains at the measured rate).
+            if let Some((route, probe, capacity)) = self.adaptive {
+                let class = self.lane.class;
+                let mut room = self.engine.room(route, class);
+                if self.engine.measured_rate(route, class).is_none() {
+                    // The limit is still the capacity: what is queued is `capacity − room`.
+                    room = probe.saturating_sub(capacity.saturating_sub(room));
+                }
+                if room == 0 {
+                    drop(credit);
+                    tokio::select! {
+                        biased;
+                        _ = stopped.wait_for(|stop| *stop) => break,
+                        () = tokio::time::sleep(ROOM_POLL) => continue,
+                    }
+                }
+                if credit.num_permits() > room {
+                    drop(credit.split(credit.num_permits() - room));
+                }
             }
             let want = credit.num_permits();
             let mut failed = false;

@@ -16,7 +16,7 @@ use async_nats::jetstream::{self, consumer::PullConsumer};
 use bytes::Bytes;
 use futures_util::future::join_all;
 use veltrix_engine::runtime::{Handler, HandlerContext, Outcome, RouteSpec};
-use veltrix_engine::{ClassSpec, Config, OverloadPolicy};
+use veltrix_engine::{Adaptive, ClassSpec, Config, OverloadPolicy};
 use veltrix_nats::{ClassPolicy, NatsEvent, Node, NodeConfig, NodeReport, Publisher, ShedAction, ensure_stream};
 
 const ROUTE: &str = "orders";
@@ -640,6 +640,44 @@ async fn s5_redelivery_storm_naive_buffering_goes_metastable_credit_does_not() {
         "naive local buffering piles duplicates up (got {} duplicates for {STORM_EVENTS} events)",
         naive.3
     );
+}
+
+/// A node under adaptive admission pulls only what its controller admits: with a 3,000-event
+/// backlog in the stream and a class capacity (so credit) of 1,000, it holds about rate × target
+/// events, where the same node with static admission holds its whole credit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: run ci/nats"]
+async fn an_adaptive_node_sizes_its_pulls_from_the_controller() {
+    let url = nats_url();
+    let target = Duration::from_millis(200);
+    let mut rows = Vec::new();
+    for design in ["static", "adaptive"] {
+        let (_client, js, config) = fresh(&url, &format!("adaptive-{design}")).await;
+        // ack_wait far above what either design can hold, so no redelivery muddles the numbers.
+        let config = config.ack_wait(Duration::from_secs(30));
+        let publisher = Publisher::new(js.clone(), &config);
+        publish_all(&publisher, 0..STORM_EVENTS, |_| "bulk".to_string()).await;
+        let rec = Recorder::with_service(STORM_SERVICE);
+        let class = ClassSpec::new("bulk", 1_000);
+        let classes = Config::builder().class(class);
+        let classes = if design == "adaptive" { classes.adaptive(Adaptive::new(target)) } else { classes };
+        let node = Node::builder(js.clone(), config.clone())
+            .route(ROUTE, RouteSpec::new(classes.build().expect("valid")).workers(1), rec.clone())
+            .start()
+            .await
+            .expect("node");
+        wait_until("the backlog handled", Duration::from_secs(60), || rec.distinct() as u64 == STORM_EVENTS).await;
+        let report = node.shutdown(Duration::from_secs(2)).await;
+        check_ledger(design, &report);
+        assert_eq!(rec.duplicates(), 0, "{design}: nothing ran twice");
+        rows.push((design, report));
+        js.delete_stream(&config.stream).await.expect("cleanup");
+    }
+    table(&rows.iter().map(|(d, r)| (*d, r)).collect::<Vec<_>>());
+    let (fixed, adaptive) = (&rows[0].1, &rows[1].1);
+    // One worker at 2 ms or more per event serves at most 500 a second: 500/s × 200 ms = 100.
+    assert!(fixed.max_held >= 900, "static admission pulls its whole credit: held {}", fixed.max_held);
+    assert!(adaptive.max_held <= 250, "adaptive holds about rate × target: held {}", adaptive.max_held);
 }
 
 /// Sleeps `slow` for even ids (longer than ack_wait) and fails odd ids for good.

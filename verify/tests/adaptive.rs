@@ -29,6 +29,8 @@ struct Run {
     waits: Vec<Duration>,
     /// Bulk's admission limit at the end of each second.
     bulk_limits: Vec<usize>,
+    /// Bulk's service rate as the controller measured it, at the end.
+    bulk_rate: Option<f64>,
 }
 
 impl Run {
@@ -73,12 +75,12 @@ async fn run(config: Config, secs: u64, service: impl Fn(f64) -> Duration + Send
             tokio::time::sleep(service(t.as_secs_f64())).await;
         }
         rx.check_invariants();
-        (waits, critical, bulk_limits)
+        (waits, critical, bulk_limits, rx.measured_rate(BULK))
     });
     let critical_refused = producer.await.unwrap();
-    let (mut waits, critical_delivered, bulk_limits) = consumer.await.unwrap();
+    let (mut waits, critical_delivered, bulk_limits, bulk_rate) = consumer.await.unwrap();
     waits.sort();
-    Run { critical_refused, critical_delivered, waits, bulk_limits }
+    Run { critical_refused, critical_delivered, waits, bulk_limits, bulk_rate }
 }
 
 #[tokio::test(start_paused = true)]
@@ -91,11 +93,14 @@ async fn a_threefold_flood_is_held_to_the_target_delay_and_critical_loses_nothin
     // Bulk is served at 800 a second: 800/s × 50 ms = 40 events, less the gain's margin.
     let last = *adaptive.bulk_limits.last().unwrap();
     assert!((20..=45).contains(&last), "bulk limit {last}");
+    let rate = adaptive.bulk_rate.expect("measured");
+    assert!((700.0..=900.0).contains(&rate), "bulk's service rate is 800/s, measured {rate}");
 
     // The same flood into the same capacities, static: the queue only grows.
     let fixed = run(config(false), 10, |_| Duration::from_millis(1)).await;
     assert!(fixed.p99() > Duration::from_secs(3), "static p99 {:?}", fixed.p99());
     assert_eq!(fixed.bulk_limits, [10_000; 9]);
+    assert_eq!(fixed.bulk_rate, None, "a static configuration measures nothing");
 }
 
 #[tokio::test(start_paused = true)]
@@ -109,6 +114,79 @@ async fn the_limit_follows_the_service_rate_down_and_back_up() {
     assert!(at(11) * 10 >= at(3) * 9, "and came back: {:?}", run.bulk_limits);
     assert!(run.p99() <= TARGET * 3 / 2, "p99 {:?} through the change", run.p99());
     assert_eq!(run.critical_refused, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_limit_lowered_below_the_queue_sheds_the_oldest_to_admit_and_refuses_nothing() {
+    let config = Config::builder()
+        .class(ClassSpec::new("bulk", 1_000).with_policy(OverloadPolicy::ShedOldest))
+        .adaptive(Adaptive::new(Duration::from_millis(10)))
+        .build()
+        .unwrap();
+    let (tx, rx) = channel::<u64>(&config);
+    let bulk = ClassId::new(0);
+    // 500 queued before anything is measured (the limit is still the capacity).
+    for i in 0..500 {
+        tx.try_send(i, bulk).unwrap();
+    }
+    // A thousand a second for 50 ms: the limit comes down to about 10.
+    for _ in 0..50 {
+        rx.recv().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let limit = rx.admission_limit(bulk);
+    assert!(limit <= 20 && rx.len(bulk) > 400, "limit {limit}, queued {}", rx.len(bulk));
+    tx.try_send(9_999, bulk).expect("shed-oldest admits by shedding, however far over the limit");
+    let stats = rx.stats().total();
+    assert_eq!(stats.rejected_full, 0);
+    assert!(rx.len(bulk) <= limit, "the queue came down to the limit: {} > {limit}", rx.len(bulk));
+    assert_eq!(stats.dead_shed as usize + rx.len(bulk) + 50, 501, "every event queued, shed or received");
+    rx.check_invariants();
+}
+
+#[tokio::test(start_paused = true)]
+async fn batched_receives_measure_the_rate_and_a_starved_class_recovers() {
+    let config = Config::builder()
+        .class(ClassSpec::new("critical", 10_000).with_policy(OverloadPolicy::Reject))
+        .class(ClassSpec::new("bulk", 10_000).with_policy(OverloadPolicy::Reject))
+        .scheduler(SchedulerMode::Strict)
+        .adaptive(Adaptive::new(TARGET))
+        .build()
+        .unwrap();
+    let (tx, rx) = channel::<u64>(&config);
+    // Bulk offers 3,000/s throughout; critical twice the capacity from 2 s to 4 s.
+    let producer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..8_000u64 {
+            tick.tick().await;
+            if (2_000..4_000).contains(&i) {
+                let _ = tx.try_send(i, CRITICAL);
+                let _ = tx.try_send(i, CRITICAL);
+            }
+            for _ in 0..3 {
+                let _ = tx.try_send(i, BULK);
+            }
+        }
+    });
+    // The consumer takes batches of up to 32, then spends 1 ms per event on them.
+    let mut limits = Vec::new();
+    let mut buf = Vec::new();
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        let n = rx.recv_many(&mut buf, 32).await;
+        buf.clear();
+        tokio::time::sleep(Duration::from_millis(n as u64)).await;
+        if start.elapsed().as_secs() as usize > limits.len() {
+            limits.push((rx.admission_limit(BULK), rx.measured_rate(BULK).map(|r| r.round())));
+        }
+    }
+    producer.await.unwrap();
+    println!("bulk (limit, rate) each second: {limits:?}");
+    let (limit, rate) = *limits.last().unwrap();
+    let rate = rate.expect("measured through batches");
+    assert!((700.0..=1300.0).contains(&rate), "bulk alone is served at 1,000/s: measured {rate}");
+    assert!(limits[3].0 <= 5, "starved by critical, bulk's limit came down: {limits:?}");
+    assert!(limit >= 25, "and came back up once critical stopped: {limits:?}");
 }
 
 mod controller {

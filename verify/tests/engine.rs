@@ -191,6 +191,19 @@ async fn unknown_route_and_class_hand_the_event_back() {
     assert_eq!(engine.route_id("r").map(|r| engine.route_name(r).to_string()), Some("r".into()));
 }
 
+#[tokio::test(start_paused = true)]
+async fn room_is_the_admission_limit_less_what_is_queued_over_every_lane() {
+    // Two keyed lanes of 8 per class; nothing has run yet on this single-threaded runtime.
+    let config = Config::builder().class(ClassSpec::new("a", 8)).class(ClassSpec::new("b", 8)).build().unwrap();
+    let (engine, _, _) = one_route(RouteSpec::new(config).workers(2).keyed());
+    let r = engine.route_id("r").unwrap();
+    assert_eq!(engine.room(r, ClassId::new(0)), 16);
+    for id in 0..5 {
+        engine.try_submit(Submission::new("r", ClassId::new(0), ok(id, 10)).key(id)).unwrap();
+    }
+    assert_eq!((engine.room(r, ClassId::new(0)), engine.room(r, ClassId::new(1))), (11, 16));
+}
+
 #[tokio::test]
 async fn build_errors_are_typed() {
     let spec = || RouteSpec::new(Config::default());

@@ -102,8 +102,40 @@ struct AdaptClass {
     busy_delivered: u64,
     /// Deliveries when the window opened.
     delivered_before: u64,
-    /// The last delivery, and whether the class's next event was already queued then.
-    last: Option<(Instant, bool)>,
+    /// The last delivery: when, whether the class's next event was already queued then, and
+    /// how many producers the class had held back by then.
+    last: Option<(Instant, bool, u64)>,
+}
+
+impl Adapting {
+    /// Accounts one delivery of class `k`: its wait against the target, and the time since the
+    /// class's previous delivery as busy time if the class had a backlog all along: its next
+    /// event was already queued at that delivery, or since then a producer was refused or waits
+    /// for room (a class held at its limit can be emptied by a batch while senders wait).
+    /// Kept out of line so that `Consumer::pop` stays small.
+    #[inline(never)]
+    fn delivered<E>(
+        &mut self,
+        k: usize,
+        enqueued_at: Option<Instant>,
+        now: Instant,
+        ring: &Ring<Entry<E, Instant>>,
+        next: u64,
+        held_back: u64,
+    ) {
+        let ac = &mut self.classes[k];
+        // Adaptive classes always stamp the enqueue time.
+        let waited = enqueued_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+        ac.late += u64::from(waited > ac.target);
+        if let Some((last, ready, held)) = ac.last
+            && (ready || held_back > held || ring.has_waiter())
+        {
+            ac.busy += now.saturating_duration_since(last);
+            ac.busy_delivered += 1;
+        }
+        // The next slot's stamp: the line this consumer reads next anyway.
+        ac.last = Some((now, ring.ready(next), held_back));
+    }
 }
 
 impl Consumer {
@@ -143,9 +175,9 @@ impl Consumer {
     }
 
     /// Adaptive admission: closes the control window if its interval is over, feeds it to the
-    /// controller and returns the new limits, for the caller to publish. `None` when static or
-    /// mid-window.
-    pub(crate) fn adapt(&mut self, now: &mut LazyNow) -> Option<&[u32]> {
+    /// controller and returns it, for the caller to publish its limits and rates. `None` when
+    /// static or mid-window.
+    pub(crate) fn adapt(&mut self, now: &mut LazyNow) -> Option<&Controller> {
         let a = self.adaptive.as_deref_mut()?;
         let now = now.get();
         let Some(opened) = a.opened else {
@@ -165,7 +197,8 @@ impl Consumer {
             };
         }
         a.opened = Some(now);
-        Some(a.controller.update(elapsed, &a.windows))
+        a.controller.update(elapsed, &a.windows);
+        Some(&a.controller)
     }
 
     /// One scheduler step: the next event to deliver, or the next head to dead-letter (expired,
@@ -173,7 +206,15 @@ impl Consumer {
     /// `hold_dead` a head that would be dead-lettered is left where it is ([`Next::Held`]): a
     /// receive that already holds deliveries returns them before any sink call could delay
     /// them past their deadlines. The position taken stays unreleased until [`Consumer::flush`].
-    pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow, hold_dead: bool) -> Next<E> {
+    /// `held_back(k)` is class `k`'s running count of producers it held back (for adaptive
+    /// admission's busy time; not called otherwise).
+    pub(crate) fn pop<E>(
+        &mut self,
+        rings: &[Ring<Entry<E, Instant>>],
+        now: &mut LazyNow,
+        hold_dead: bool,
+        held_back: impl Fn(usize) -> u64,
+    ) -> Next<E> {
         let classes = &self.classes;
         let Some(k) = self.sched.pick_by(|k| rings[k].ready(classes[k].next)) else { return Next::Empty };
         // `pick_by` returns the index of a configured class.
@@ -188,17 +229,7 @@ impl Consumer {
         self.unreleased |= 1 << k;
         let pop = dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get());
         if let (Some(a), Pop::Deliver(d)) = (self.adaptive.as_deref_mut(), &pop) {
-            let now = now.get();
-            let ac = &mut a.classes[k];
-            // Adaptive classes always stamp the enqueue time.
-            let waited = d.enqueued_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
-            ac.late += u64::from(waited > ac.target);
-            if let Some((last, true)) = ac.last {
-                ac.busy += now.saturating_duration_since(last);
-                ac.busy_delivered += 1;
-            }
-            // The next slot's stamp: the line this consumer reads next anyway.
-            ac.last = Some((now, rings[k].ready(c.next)));
+            a.delivered(k, d.enqueued_at, now.get(), &rings[k], c.next, held_back(k));
         }
         Next::Pop(pop)
     }

@@ -557,6 +557,17 @@ impl<E> Sender<E> {
         self.shared.admission_limit(class)
     }
 
+    /// Under [adaptive admission](crate::adaptive), the service rate the controller measured for
+    /// `class` (events per second while it had a backlog); `None` before its first measurement,
+    /// and always for a static configuration.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn measured_rate(&self, class: ClassId) -> Option<f64> {
+        self.shared.measured_rate(class)
+    }
+
     /// The ledger snapshot. Conservation holds exactly in every snapshot (accepted events are
     /// read off the ring positions); counters of the two sides may be a few events apart while
     /// operations are in flight.
@@ -749,6 +760,17 @@ impl<E> Receiver<E> {
     /// If `class` is not configured.
     pub fn admission_limit(&self, class: ClassId) -> usize {
         self.shared.admission_limit(class)
+    }
+
+    /// Under [adaptive admission](crate::adaptive), the service rate the controller measured for
+    /// `class` (events per second while it had a backlog); `None` before its first measurement,
+    /// and always for a static configuration.
+    ///
+    /// # Panics
+    ///
+    /// If `class` is not configured.
+    pub fn measured_rate(&self, class: ClassId) -> Option<f64> {
+        self.shared.measured_rate(class)
     }
 
     /// The ledger snapshot; see [`Sender::stats`].

@@ -13,7 +13,8 @@
 //!
 //! The class's *occupancy* is `reserved + (taken − released)`: queued events (including ones
 //! being written) plus open reservations. A producer admits itself only while the occupancy it
-//! computes is below the capacity. It computes it from a *cached* copy of `head` and re-reads the
+//! computes is below the capacity (or the lower admission limit of adaptive admission, which
+//! never exceeds the capacity, so the argument below holds for any limit read). It computes it from a *cached* copy of `head` and re-reads the
 //! consumer's word only when the cache says full, so in the steady state producers never touch
 //! the consumer's cache line and the consumer never touches theirs: the only line that moves
 //! per event is the slot itself.
@@ -227,7 +228,9 @@ impl<T> Ring<T> {
                 Take::Reservation => tail + RESERVED_ONE,
             };
             match p.tail.compare_exchange_weak(tail, next, AcqRel, Acquire) {
-                Ok(_) => return Ok(Claimed { pos: pos(tail), filled: occ + 1 == limit }),
+                // The bound read again after the CAS: a limit lowered meanwhile may have made
+                // this claim the one that filled the class (see `Shared::adapt`).
+                Ok(_) => return Ok(Claimed { pos: pos(tail), filled: occ + 1 >= self.bound() + slack }),
                 Err(now) => tail = now,
             }
         }
@@ -337,6 +340,12 @@ impl<T> Ring<T> {
     /// producers that free room: a cancel, or a commit in a shedding class).
     pub(crate) fn waiting(&self) -> bool {
         self.head.fetch_or(0, AcqRel) & WAITING != 0
+    }
+
+    /// Whether a sender has said it waits on this class: a plain load of the consumer's own
+    /// word, for the adaptive controller's busy-time accounting (a hint, not a handshake).
+    pub(crate) fn has_waiter(&self) -> bool {
+        self.head.load(Acquire) & WAITING != 0
     }
 
     /// Clears the waiting flag (under the wait-list lock, when no sender waits on this class).

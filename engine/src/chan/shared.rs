@@ -72,6 +72,9 @@ pub(crate) struct Completed {
     pub(crate) retries: u32,
 }
 
+/// A class's rate before the controller measured it.
+const NO_RATE: u64 = u64::MAX;
+
 /// Counted only when refusing or dead-lettering at commit: rare, so one shared line is fine.
 #[derive(Debug)]
 struct Refusals {
@@ -126,6 +129,9 @@ pub(crate) struct Shared<E> {
     /// classes waiting for class j to stop being full; `2n`: receivers.
     waiters: Mutex<Waiters>,
     refused: Box<[Refusals]>,
+    /// Adaptive admission: each class's measured service rate (`f64` bits, [`NO_RATE`] before
+    /// the first measurement), published with the limits. A statistic: `Relaxed`.
+    rates: Box<[AtomicU64]>,
     pub(crate) senders: AtomicUsize,
     pub(crate) receivers: AtomicUsize,
     sink: Option<Box<dyn DeadLetterSink<E>>>,
@@ -147,6 +153,7 @@ impl<E> Shared<E> {
             consumer: Mutex::new(Consumer::new(config)),
             waiters: Mutex::new(Waiters::new(2 * n + 1)),
             refused: (0..n).map(|_| Refusals::new()).collect(),
+            rates: (0..n).map(|_| AtomicU64::new(NO_RATE)).collect(),
             senders: AtomicUsize::new(1),
             receivers: AtomicUsize::new(1),
             sink,
@@ -262,28 +269,32 @@ impl<E> Shared<E> {
 
     /// `ShedOldest` when class `k` cannot admit: under the consumer lock, take `k`'s oldest event
     /// out (if any) and claim in its place before releasing it, so no other producer can take
-    /// the room made for this one.
+    /// the room made for this one. If the class is still full after one went (its admission
+    /// limit was lowered below its occupancy), the next oldest goes too, until there is room.
     fn shed_then_claim(&self, k: usize, take: Take) -> Result<Taken<E>, Blocked> {
         let ring = &self.rings[k];
-        let mut c = lock(&self.consumer);
-        let shed = if self.blocked_above(k).is_some() || ring.is_full() {
-            c.pop_dead(&self.rings, k, DeadLetterReason::Shed)
-        } else {
-            None
-        };
-        // The shed event's slot is empty but not released yet: one extra unit of room.
-        let claimed = ring.claim(take, u32::from(shed.is_some()));
-        self.flush(&mut c);
-        drop(c);
-        match claimed {
-            Ok(cl) => {
-                self.filled(k, cl.filled);
-                Ok((cl.pos, shed))
-            }
-            Err(refused) => {
-                self.dead_letter(shed);
-                let error = if refused == Refused::Closed { ReserveError::Closed } else { ReserveError::Full };
-                Err(Blocked { error, on: k })
+        loop {
+            let mut c = lock(&self.consumer);
+            let shed = if self.blocked_above(k).is_some() || ring.is_full() {
+                c.pop_dead(&self.rings, k, DeadLetterReason::Shed)
+            } else {
+                None
+            };
+            // The shed event's slot is empty but not released yet: one extra unit of room.
+            let claimed = ring.claim(take, u32::from(shed.is_some()));
+            self.flush(&mut c);
+            drop(c);
+            match claimed {
+                Ok(cl) => {
+                    self.filled(k, cl.filled);
+                    return Ok((cl.pos, shed));
+                }
+                Err(Refused::Full) if shed.is_some() => self.dead_letter(shed),
+                Err(refused) => {
+                    self.dead_letter(shed);
+                    let error = if refused == Refused::Closed { ReserveError::Closed } else { ReserveError::Full };
+                    return Err(Blocked { error, on: k });
+                }
             }
         }
     }
@@ -412,16 +423,33 @@ impl<E> Shared<E> {
     }
 
     /// Adaptive admission, under the consumer lock: at the end of a control interval, publishes
-    /// the controller's new limits, then brings each class's `full` bit in line with its new
-    /// limit (a lowered limit can leave a class full with its bit clear).
+    /// the controller's new limits and measured rates; wakes senders waiting on a class whose
+    /// limit rose; then brings each class's `full` bit in line with its new limit (a lowered
+    /// limit can leave a class full with its bit clear). The read of each class's `tail` is an
+    /// RMW, so a producer's claim is ordered against it: either the claim comes first and the
+    /// `reconcile` sees it, or it comes after and the producer sees the new limit when it
+    /// computes whether its claim filled the class.
     fn adapt(&self, c: &mut Consumer, now: &mut LazyNow) {
-        let Some(limits) = c.adapt(now) else { return };
-        for (ring, &limit) in self.rings.iter().zip(limits) {
+        let Some(controller) = c.adapt(now) else { return };
+        for (k, (ring, &limit)) in self.rings.iter().zip(controller.limits()).enumerate() {
+            let before = ring.limit() as u32;
             ring.set_limit(limit);
+            self.rates[k].store(controller.rate(k).map_or(NO_RATE, f64::to_bits), Relaxed);
+            if limit > before && ring.waiting() {
+                self.wake_senders(k, u64::from(limit - before));
+            }
         }
         for k in 0..self.classes().saturating_sub(1) {
+            self.rings[k].taken_rmw();
             self.reconcile(k);
         }
+    }
+
+    /// How often class `k` has held a producer back so far: offers refused, or cancelled while
+    /// they waited. A rarely written line, read per delivery under adaptive admission only.
+    fn held_back(&self, k: usize) -> u64 {
+        let r = &self.refused[k];
+        r.full.load(Relaxed) + r.policy.load(Relaxed) + r.cancelled.load(Relaxed)
     }
 
     fn drained(&self, c: &Consumer) -> bool {
@@ -454,7 +482,7 @@ impl<E> Shared<E> {
             // the sink (user code, maybe slow) runs only before anything is handed out, so no
             // delivery waits behind it past its deadline. The held head goes first next time.
             while got < limit {
-                match c.pop(&self.rings, &mut now, got > 0) {
+                match c.pop(&self.rings, &mut now, got > 0, |k| self.held_back(k)) {
                     Next::Pop(Pop::Deliver(d)) => {
                         out(d);
                         got += 1;
@@ -466,8 +494,8 @@ impl<E> Shared<E> {
                     Next::Empty | Next::Held => break,
                 }
             }
-            self.adapt(&mut c, &mut now);
             self.flush(&mut c);
+            self.adapt(&mut c, &mut now);
             if dead.is_some() {
                 drop(c);
                 self.dead_letter(dead);
@@ -678,6 +706,11 @@ impl<E> Shared<E> {
 
     pub(crate) fn admission_limit(&self, class: ClassId) -> usize {
         self.rings[self.index(class)].limit()
+    }
+
+    pub(crate) fn measured_rate(&self, class: ClassId) -> Option<f64> {
+        let bits = self.rates[self.index(class)].load(Relaxed);
+        (bits != NO_RATE).then(|| f64::from_bits(bits))
     }
 
     pub(crate) fn is_closed(&self) -> bool {

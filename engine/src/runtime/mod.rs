@@ -593,6 +593,31 @@ impl<E> Engine<E> {
         block_on(self.submit(s))
     }
 
+    /// How many more events `class` of `route` admits now, over the route's lanes: its
+    /// admission limit (the capacity, or under [adaptive admission](crate::adaptive) the limit
+    /// the controller set last) less what is queued. A source that pulls from an outside queue
+    /// asks for at most this much, so the backlog stays outside.
+    ///
+    /// # Panics
+    ///
+    /// If `route` is not a route of this engine or `class` not one of its classes.
+    pub fn room(&self, route: RouteId, class: ClassId) -> usize {
+        let r = &self.routes[route.index()];
+        r.senders.iter().map(|tx| tx.admission_limit(class).saturating_sub(tx.len(class))).sum()
+    }
+
+    /// Under [adaptive admission](crate::adaptive), the service rate measured for `class` of
+    /// `route`, summed over the route's lanes that have one; `None` while no lane has measured
+    /// it, and always for a static configuration.
+    ///
+    /// # Panics
+    ///
+    /// If `route` is not a route of this engine or `class` not one of its classes.
+    pub fn measured_rate(&self, route: RouteId, class: ClassId) -> Option<f64> {
+        let rates = self.routes[route.index()].senders.iter().filter_map(|tx| tx.measured_rate(class));
+        rates.fold(None, |sum, r| Some(sum.unwrap_or(0.0) + r))
+    }
+
     /// Every route's numbers.
     pub fn stats(&self) -> EngineStats {
         EngineStats {
