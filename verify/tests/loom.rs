@@ -358,3 +358,27 @@ fn a_slot_is_reused_only_after_the_consumer_took_it() {
         assert_eq!(got, [1, 2]);
     });
 }
+
+/// Adaptive admission lowers a class's limit while a producer claims in it: whichever comes
+/// first, the class that the claim filled at its new limit is published full, so a less critical
+/// class is refused behind it (`check_invariants`). The controller's publication is an RMW on
+/// the class's `tail`, ordered against the claim's CAS; the claim reads the limit again after
+/// it. (Without that re-read, or with a plain load in place of the RMW, this model fails.)
+#[test]
+fn a_limit_lowered_while_a_producer_claims_leaves_the_full_bit_right() {
+    loom::model(|| {
+        let (tx, rx, _dead) = chan(&[(2, BP), (1, BP)]);
+        let p = thread::spawn(move || {
+            tx.try_send(ev(1), C0).unwrap();
+            tx
+        });
+        rx.publish_admission_limit(C0, 1);
+        let tx = p.join().unwrap();
+        rx.check_invariants();
+        assert!(
+            matches!(tx.try_send(ev(2), C1), Err(veltrix_engine::TrySendError::Full(_))),
+            "class 1 waits behind the full class 0"
+        );
+        assert_eq!(drain(&rx).len(), 1);
+    });
+}

@@ -795,6 +795,16 @@ impl<E> Receiver<E> {
         self.shared.drain_backlog(reason)
     }
 
+    /// Loom models only: publishes `limit` as `class`'s admission limit exactly as the adaptive
+    /// controller does at the end of an interval, without a controller or a clock.
+    #[cfg(veltrix_loom)]
+    #[doc(hidden)]
+    pub fn publish_admission_limit(&self, class: ClassId, limit: u32) {
+        let k = self.shared.index(class);
+        self.shared.publish_limit(k, limit);
+        self.shared.settle_full_bits();
+    }
+
     /// Asserts the channel's invariants: each class's taken positions equal its deliveries plus
     /// dead letters at dequeue and are all released, occupancy within capacity, the published
     /// full bits right, and conservation. Call it at quiescence (no operation in flight).

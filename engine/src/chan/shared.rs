@@ -431,14 +431,26 @@ impl<E> Shared<E> {
     /// computes whether its claim filled the class.
     fn adapt(&self, c: &mut Consumer, now: &mut LazyNow) {
         let Some(controller) = c.adapt(now) else { return };
-        for (k, (ring, &limit)) in self.rings.iter().zip(controller.limits()).enumerate() {
-            let before = ring.limit() as u32;
-            ring.set_limit(limit);
+        for (k, &limit) in controller.limits().iter().enumerate() {
             self.rates[k].store(controller.rate(k).map_or(NO_RATE, f64::to_bits), Relaxed);
-            if limit > before && ring.waiting() {
-                self.wake_senders(k, u64::from(limit - before));
-            }
+            self.publish_limit(k, limit);
         }
+        self.settle_full_bits();
+    }
+
+    /// Publishes class `k`'s new admission limit; wakes senders waiting on it if it rose.
+    pub(crate) fn publish_limit(&self, k: usize, limit: u32) {
+        let ring = &self.rings[k];
+        let before = ring.limit() as u32;
+        ring.set_limit(limit);
+        if limit > before && ring.waiting() {
+            self.wake_senders(k, u64::from(limit - before));
+        }
+    }
+
+    /// After limits changed: brings every read class's `full` bit in line with its limit, each
+    /// after an RMW on its `tail` (see [`Shared::adapt`]).
+    pub(crate) fn settle_full_bits(&self) {
         for k in 0..self.classes().saturating_sub(1) {
             self.rings[k].taken_rmw();
             self.reconcile(k);
