@@ -306,6 +306,26 @@ mod tests {
     }
 
     #[test]
+    fn the_gain_moves_with_the_distance_of_the_late_fraction_from_one_percent() {
+        let mut c = controller(10_000, 100);
+        c.update(MS100, &[IDLE, BUSY]);
+        // Exactly 1 % late: the gain holds.
+        assert_eq!(c.update(MS100, &[IDLE, Window { late: 1, ..BUSY }]), [10_000, 100]);
+        // 2 % late: 1 + 10 × (0.01 − 0.02) = 0.9.
+        assert_eq!(c.update(MS100, &[IDLE, Window { late: 2, ..BUSY }]), [10_000, 90]);
+    }
+
+    #[test]
+    fn deliveries_at_one_instant_leave_the_rate_alone() {
+        let mut c = controller(10_000, 100);
+        c.update(MS100, &[IDLE, BUSY]);
+        // A batch taken at once: busy deliveries but no busy time, no rate to learn.
+        let batch = Window { delivered: 5, late: 0, busy: Duration::ZERO, busy_delivered: 5 };
+        assert_eq!(c.update(MS100, &[IDLE, batch]), [10_000, 100]);
+        assert_eq!(c.rate(1), Some(1000.0));
+    }
+
+    #[test]
     fn a_late_class_holds_the_classes_below_it_to_its_gain() {
         let mut c = controller(10_000, 100);
         let late = Window { late: 30, ..BUSY };
