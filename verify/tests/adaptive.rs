@@ -43,6 +43,7 @@ impl Run {
 /// time taking `service(t)` each, `t` the seconds since the start.
 async fn run(config: Config, secs: u64, service: impl Fn(f64) -> Duration + Send + 'static) -> Run {
     let (tx, rx) = channel::<u64>(&config);
+    let sender_side = tx.clone();
     let start = tokio::time::Instant::now();
     let producer = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(1));
@@ -79,6 +80,7 @@ async fn run(config: Config, secs: u64, service: impl Fn(f64) -> Duration + Send
     });
     let critical_refused = producer.await.unwrap();
     let (mut waits, critical_delivered, bulk_limits, bulk_rate) = consumer.await.unwrap();
+    assert_eq!(sender_side.measured_rate(BULK), bulk_rate, "both sides read the one published rate");
     waits.sort();
     Run { critical_refused, critical_delivered, waits, bulk_limits, bulk_rate }
 }
@@ -187,6 +189,94 @@ async fn batched_receives_measure_the_rate_and_a_starved_class_recovers() {
     assert!((700.0..=1300.0).contains(&rate), "bulk alone is served at 1,000/s: measured {rate}");
     assert!(limits[3].0 <= 5, "starved by critical, bulk's limit came down: {limits:?}");
     assert!(limit >= 25, "and came back up once critical stopped: {limits:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn waits_past_the_target_lower_the_limit_below_rate_times_target() {
+    // Served at 1,000/s, but in bursts: 100 events, then a 100 ms pause. The rate says 50
+    // events fit in 50 ms; the pauses make most of them late, and the gain cuts the limit.
+    let config = Config::builder()
+        .class(ClassSpec::new("bulk", 10_000).with_policy(OverloadPolicy::Reject))
+        .adaptive(Adaptive::new(TARGET))
+        .build()
+        .unwrap();
+    let (tx, rx) = channel::<u64>(&config);
+    let bulk = ClassId::new(0);
+    let producer = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(1));
+        for i in 0..4_000u64 {
+            tick.tick().await;
+            for _ in 0..3 {
+                let _ = tx.try_send(i, bulk);
+            }
+        }
+    });
+    let mut served = 0u64;
+    while served < 2_000 {
+        rx.recv().await.unwrap();
+        served += 1;
+        let pause = if served % 100 == 0 { 100 } else { 1 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+    let (limit, rate) = (rx.admission_limit(bulk), rx.measured_rate(bulk).expect("measured"));
+    producer.abort();
+    assert!(limit as f64 <= 0.6 * rate * TARGET.as_secs_f64(), "limit {limit} at {rate:.0}/s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_that_never_queues_is_never_measured_and_keeps_its_capacity() {
+    let config = Config::builder().class(ClassSpec::new("light", 500)).adaptive(Adaptive::new(TARGET)).build().unwrap();
+    let (tx, rx) = channel::<u64>(&config);
+    let light = ClassId::new(0);
+    // One event every 10 ms to a receiver that is always waiting for it.
+    let consumer = tokio::spawn(async move {
+        while rx.recv().await.is_some() {}
+        rx
+    });
+    for i in 0..300 {
+        tx.try_send(i, light).unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!((tx.measured_rate(light), tx.admission_limit(light)), (None, 500));
+    drop(tx);
+    let rx = consumer.await.unwrap();
+    assert_eq!(rx.measured_rate(light), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_class_emptied_by_batches_while_senders_wait_is_still_measured() {
+    // Backpressure: the producer waits for room (nothing is refused), and the consumer takes
+    // batches that empty the class at its small limit: only the waiting sender says it was busy.
+    let config = Config::builder()
+        .class(ClassSpec::new("bulk", 10_000))
+        .adaptive(Adaptive::new(Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    let (tx, rx) = channel::<u64>(&config);
+    let bulk = ClassId::new(0);
+    let producer = tokio::spawn(async move {
+        for i in 0.. {
+            if tx.send(i, bulk).await.is_err() {
+                break;
+            }
+        }
+    });
+    // 1 ms per event for 2 s, then 4 ms per event for 2 s.
+    let (start, mut buf) = (tokio::time::Instant::now(), Vec::new());
+    let mut fast = None;
+    while start.elapsed() < Duration::from_secs(4) {
+        let n = rx.recv_many(&mut buf, 64).await as u64;
+        buf.clear();
+        let per_event = if start.elapsed() < Duration::from_secs(2) { 1 } else { 4 };
+        tokio::time::sleep(Duration::from_millis(n * per_event)).await;
+        if fast.is_none() && start.elapsed() >= Duration::from_secs(2) {
+            fast = Some(rx.measured_rate(bulk).expect("measured"));
+        }
+    }
+    let slow = rx.measured_rate(bulk).expect("measured");
+    rx.close();
+    producer.await.unwrap();
+    assert!(fast.unwrap() > 700.0 && slow < 400.0, "the rate followed the service down: {fast:?} then {slow}");
 }
 
 mod controller {

@@ -204,6 +204,31 @@ async fn room_is_the_admission_limit_less_what_is_queued_over_every_lane() {
     assert_eq!((engine.room(r, ClassId::new(0)), engine.room(r, ClassId::new(1))), (11, 16));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_measured_rate_of_a_route_sums_its_lanes() {
+    // Two keyed lanes, each one worker at 1 ms per event: 2,000 a second in all.
+    let config = Config::builder()
+        .class(ClassSpec::new("a", 1_000))
+        .adaptive(veltrix_engine::Adaptive::new(Duration::from_millis(20)))
+        .build()
+        .unwrap();
+    let (engine, _, _) = one_route(RouteSpec::new(config).workers(2).keyed());
+    let r = engine.route_id("r").unwrap();
+    assert_eq!(engine.measured_rate(r, ClassId::new(0)), None, "nothing measured yet");
+    for id in 0..600 {
+        engine.try_submit(Submission::new("r", ClassId::new(0), ok(id, 1)).key(id)).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rate = engine.measured_rate(r, ClassId::new(0)).expect("both lanes measured");
+    assert!((1_500.0..=2_500.0).contains(&rate), "two lanes of 1,000/s: {rate}");
+
+    let (fixed, _, _) = one_route(RouteSpec::new(Config::default()).workers(2).keyed());
+    let r = fixed.route_id("r").unwrap();
+    fixed.try_submit(Submission::new("r", ClassId::CRITICAL, ok(1, 1))).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(fixed.measured_rate(r, ClassId::CRITICAL), None, "a static route measures nothing");
+}
+
 #[tokio::test]
 async fn build_errors_are_typed() {
     let spec = || RouteSpec::new(Config::default());
