@@ -22,9 +22,9 @@
 //!
 //! The service rate is measured only over *busy* stretches: a delivery of class `k` counts, with
 //! the time since `k`'s previous delivery, when `k`'s next event was already queued at that
-//! previous delivery, or since then a producer of `k` was refused or waits for room (so the
-//! class waited on the scheduler the whole time, not on its producers; the second case covers a
-//! class held at a small limit, which a receiver's batch can empty while senders wait). The rate of all deliveries would be the arrival rate of a light class, which says
+//! previous delivery, or since then an offer to `k` was refused (so the class waited on the
+//! scheduler the whole time, not on its producers; the second case covers a class held at a
+//! small limit, which a receiver's batch can empty while offers are turned away). The rate of all deliveries would be the arrival rate of a light class, which says
 //! nothing about how fast it is served once it queues; a class that never queues keeps its
 //! capacity as its limit, so the Poisson bursts of a light class are not refused for exceeding
 //! its average. The gain `g_k`

@@ -215,7 +215,7 @@ async fn waits_past_the_target_lower_the_limit_below_rate_times_target() {
     while served < 2_000 {
         rx.recv().await.unwrap();
         served += 1;
-        let pause = if served % 100 == 0 { 100 } else { 1 };
+        let pause = if served.is_multiple_of(100) { 100 } else { 1 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
     let (limit, rate) = (rx.admission_limit(bulk), rx.measured_rate(bulk).expect("measured"));
@@ -244,9 +244,9 @@ async fn a_class_that_never_queues_is_never_measured_and_keeps_its_capacity() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_class_emptied_by_batches_while_senders_wait_is_still_measured() {
+async fn a_backpressured_class_taken_in_batches_follows_its_service_rate() {
     // Backpressure: the producer waits for room (nothing is refused), and the consumer takes
-    // batches that empty the class at its small limit: only the waiting sender says it was busy.
+    // batches of up to 64 from a class held at a limit of about 20.
     let config = Config::builder()
         .class(ClassSpec::new("bulk", 10_000))
         .adaptive(Adaptive::new(Duration::from_millis(20)))

@@ -103,15 +103,15 @@ struct AdaptClass {
     /// Deliveries when the window opened.
     delivered_before: u64,
     /// The last delivery: when, whether the class's next event was already queued then, and
-    /// how many producers the class had held back by then.
+    /// how many offers the class had refused by then.
     last: Option<(Instant, bool, u64)>,
 }
 
 impl Adapting {
     /// Accounts one delivery of class `k`: its wait against the target, and the time since the
     /// class's previous delivery as busy time if the class had a backlog all along: its next
-    /// event was already queued at that delivery, or since then a producer was refused or waits
-    /// for room (a class held at its limit can be emptied by a batch while senders wait).
+    /// event was already queued at that delivery, or since then an offer to it was refused (a
+    /// class held at its limit can be emptied by a batch while offers are turned away).
     /// Kept out of line so that `Consumer::pop` stays small.
     #[inline(never)]
     fn delivered<E>(
@@ -128,7 +128,7 @@ impl Adapting {
         let waited = enqueued_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         ac.late += u64::from(waited > ac.target);
         if let Some((last, ready, held)) = ac.last
-            && (ready || held_back > held || ring.has_waiter())
+            && (ready || held_back > held)
         {
             ac.busy += now.saturating_duration_since(last);
             ac.busy_delivered += 1;
@@ -206,8 +206,8 @@ impl Consumer {
     /// `hold_dead` a head that would be dead-lettered is left where it is ([`Next::Held`]): a
     /// receive that already holds deliveries returns them before any sink call could delay
     /// them past their deadlines. The position taken stays unreleased until [`Consumer::flush`].
-    /// `held_back(k)` is class `k`'s running count of producers it held back (for adaptive
-    /// admission's busy time; not called otherwise).
+    /// `held_back(k)` is class `k`'s running count of refused offers (for adaptive admission's
+    /// busy time; not called otherwise).
     pub(crate) fn pop<E>(
         &mut self,
         rings: &[Ring<Entry<E, Instant>>],

@@ -342,12 +342,6 @@ impl<T> Ring<T> {
         self.head.fetch_or(0, AcqRel) & WAITING != 0
     }
 
-    /// Whether a sender has said it waits on this class: a plain load of the consumer's own
-    /// word, for the adaptive controller's busy-time accounting (a hint, not a handshake).
-    pub(crate) fn has_waiter(&self) -> bool {
-        self.head.load(Acquire) & WAITING != 0
-    }
-
     /// Clears the waiting flag (under the wait-list lock, when no sender waits on this class).
     pub(crate) fn clear_waiting(&self) {
         self.head.fetch_and(!WAITING, AcqRel);

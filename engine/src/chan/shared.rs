@@ -457,11 +457,11 @@ impl<E> Shared<E> {
         }
     }
 
-    /// How often class `k` has held a producer back so far: offers refused, or cancelled while
-    /// they waited. A rarely written line, read per delivery under adaptive admission only.
+    /// How many offers class `k` has refused so far (full, or by its policy). A rarely written
+    /// line, read per delivery under adaptive admission only.
     fn held_back(&self, k: usize) -> u64 {
         let r = &self.refused[k];
-        r.full.load(Relaxed) + r.policy.load(Relaxed) + r.cancelled.load(Relaxed)
+        r.full.load(Relaxed) + r.policy.load(Relaxed)
     }
 
     fn drained(&self, c: &Consumer) -> bool {
