@@ -45,7 +45,7 @@
 //! it, and the critical classes keep their share.
 //!
 //! [`Controller`] is the law alone: time and measurements are passed in, so it is deterministic
-//! and testable without a clock. A channel built from a [`Config`](crate::Config) with
+//! and testable without a clock. A channel built from a [`Config`] with
 //! [`ConfigBuilder::adaptive`](crate::ConfigBuilder::adaptive) runs one under its consumer lock —
 //! each delivery compares its wait with the target, and at most once per interval a receive
 //! feeds the counts in and publishes the limits (one relaxed store per class, and the `full`

@@ -11,6 +11,7 @@ pub mod expect;
 pub mod experiment;
 pub mod grid;
 mod html;
+pub mod pitfalls;
 pub mod plot;
 pub mod report;
 pub mod rng;

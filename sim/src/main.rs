@@ -57,6 +57,21 @@ enum Command {
         /// Scenario name or file.
         scenario: String,
     },
+    /// Flag the classic pitfalls of a scenario's static `veltrix` system under the scenario's
+    /// load, with the numbers behind each (exit 1 if any is found).
+    CheckConfig {
+        /// Scenario name or file.
+        scenario: String,
+        /// The `veltrix` system to check (needed when the scenario has several).
+        #[arg(long)]
+        system: Option<String>,
+        /// A memory budget for the queues, in bytes.
+        #[arg(long)]
+        memory_budget: Option<u64>,
+        /// Bytes one queued event takes, for the budget (default: the simulator's 96).
+        #[arg(long, default_value_t = 96)]
+        event_bytes: u64,
+    },
     /// Re-run a report from its stamp and compare the deterministic part.
     Replay {
         /// A report.json written by `run`.
@@ -98,6 +113,9 @@ fn main() -> ExitCode {
             }
             Err(e) => bad_scenario(&e),
         },
+        Command::CheckConfig { scenario, system, memory_budget, event_bytes } => {
+            check_config(&scenario, system.as_deref(), memory_budget.map(|b| (b, event_bytes)))
+        }
         Command::Replay { report } => replay(&report),
         Command::TheoryGrid { thorough, out } => theory_grid(thorough, out),
         Command::List => {
@@ -106,6 +124,30 @@ fn main() -> ExitCode {
                 println!("{name:7} {file:28} {desc}");
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn check_config(scenario: &str, system: Option<&str>, budget: Option<(u64, u64)>) -> ExitCode {
+    let (s, _, label) = match veltrix_sim::load(scenario) {
+        Ok(loaded) => loaded,
+        Err(e) => return bad_scenario(&e),
+    };
+    match veltrix_sim::pitfalls::check_scenario(&s, system, budget) {
+        Ok(found) if found.is_empty() => {
+            println!("{label}: no pitfall found");
+            ExitCode::SUCCESS
+        }
+        Ok(found) => {
+            for p in &found {
+                println!("- {p}");
+            }
+            println!("{label}: {} pitfall(s)", found.len());
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
         }
     }
 }

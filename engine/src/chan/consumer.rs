@@ -127,11 +127,12 @@ impl Adapting {
         // Adaptive classes always stamp the enqueue time.
         let waited = enqueued_at.map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
         ac.late += u64::from(waited > ac.target);
-        if let Some((last, ready, held)) = ac.last
-            && (ready || held_back > held)
-        {
-            ac.busy += now.saturating_duration_since(last);
-            ac.busy_delivered += 1;
+        // (No let chain: the engine builds with Rust 1.85.)
+        if let Some((last, ready, held)) = ac.last {
+            if ready || held_back > held {
+                ac.busy += now.saturating_duration_since(last);
+                ac.busy_delivered += 1;
+            }
         }
         // The next slot's stamp: the line this consumer reads next anyway.
         ac.last = Some((now, ring.ready(next), held_back));
