@@ -270,6 +270,15 @@ mod tests {
     const IDLE: Window = Window { delivered: 0, late: 0, busy: Duration::ZERO, busy_delivered: 0 };
 
     #[test]
+    fn a_target_too_long_for_float_seconds_is_kept_as_given() {
+        let config =
+            Config::builder().class(ClassSpec::new("a", 8)).adaptive(Adaptive::new(Duration::MAX)).build().unwrap();
+        let mut c = Controller::new(&config).unwrap();
+        assert_eq!(c.target(0), Duration::MAX);
+        assert_eq!(c.update(MS100, &[BUSY]), [8], "rate × forever: the capacity");
+    }
+
+    #[test]
     fn a_static_config_has_no_controller() {
         assert!(Controller::new(&Config::default()).is_none());
     }

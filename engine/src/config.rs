@@ -458,6 +458,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn adaptive_targets_are_the_classs_own_or_the_configurations_and_never_zero() {
+        let ms = Duration::from_millis;
+        let build = |a: Adaptive, own: Duration| {
+            Config::builder()
+                .class(ClassSpec::new("a", 4))
+                .class(ClassSpec::new("b", 4).with_target_delay(own))
+                .adaptive(a)
+                .build()
+        };
+        let config = build(Adaptive::new(ms(20)), ms(300)).unwrap();
+        let targets: Vec<_> = (0..3).map(|k| config.target_delay(ClassId::new(k))).collect();
+        assert_eq!(targets, [Some(ms(20)), Some(ms(300)), None], "a class's own, else the configuration's");
+        assert_eq!(config.adaptive().map(|a| a.interval), Some(ms(20)), "the interval defaults to the target");
+        assert!(config.classes().iter().all(|c| config.stamps(c)), "every adaptive send reads the clock");
+        assert_eq!(Config::default().target_delay(ClassId::new(0)), None, "static");
+        assert!(!Config::default().stamps(&Config::default().classes()[0]));
+
+        let zero = BuildError::ZeroAdaptiveParameter { class: None };
+        assert_eq!(build(Adaptive::new(Duration::ZERO), ms(1)).err(), Some(zero.clone()));
+        assert_eq!(build(Adaptive::new(ms(1)).with_interval(Duration::ZERO), ms(1)).err(), Some(zero.clone()));
+        let e = build(Adaptive::new(ms(1)), Duration::ZERO).unwrap_err();
+        assert_eq!(e, BuildError::ZeroAdaptiveParameter { class: Some("b".into()) });
+        assert_eq!(e.to_string(), "class `b` has a zero target delay");
+        assert_eq!(zero.to_string(), "adaptive admission has a zero target delay or interval");
+        // A zero target on a static configuration is ignored, as the field says.
+        let b = Config::builder().class(ClassSpec::new("a", 4).with_target_delay(Duration::ZERO));
+        assert!(b.clone().build().is_ok() && b.build_exact().is_ok());
+    }
+
+    #[test]
     fn a_capacity_past_30_bits_is_refused_before_anything_is_allocated() {
         let with = |capacity| Config::builder().class(ClassSpec::new("c", capacity)).build();
         assert_eq!(with(MAX_CAPACITY).map(|c| c.classes()[0].capacity), Ok(MAX_CAPACITY));

@@ -148,18 +148,14 @@ pub fn saturated_shares(config: &Config, demand: &[f64]) -> Vec<f64> {
                 left -= *a;
             }
         }
-        SchedulerMode::Drr => {
-            let all: Vec<usize> = (0..demand.len()).collect();
-            fill(&all, &weights, demand, 1.0, &mut alloc);
-        }
         SchedulerMode::CappedStrict { cap, .. } => {
             let tier = demand[0].min(cap);
             let rest: Vec<usize> = (1..demand.len()).collect();
             let left = fill(&rest, &weights, demand, 1.0 - tier, &mut alloc);
             alloc[0] = demand[0].min(tier + left);
         }
-        // `SchedulerMode` is non-exhaustive: a mode added later is judged as plain DRR until
-        // this learns it.
+        // `Drr`, and (`SchedulerMode` is non-exhaustive) a mode added later, judged as plain DRR
+        // until this learns it.
         _ => {
             let all: Vec<usize> = (0..demand.len()).collect();
             fill(&all, &weights, demand, 1.0, &mut alloc);
