@@ -49,10 +49,11 @@
 //! [`ConfigBuilder::adaptive`](crate::ConfigBuilder::adaptive) runs one under its consumer lock —
 //! each delivery compares its wait with the target, and at most once per interval a receive
 //! feeds the counts in and publishes the limits (one relaxed store per class, and the `full`
-//! bits brought in line) — so the per-event cost is a clock read on each side, a comparison and
-//! two loads of lines the consumer reads anyway, with no lock and no allocation. The limit is
-//! rounded up after subtracting 10⁻⁹, so a product that should be whole is not rounded up by
-//! float error.
+//! bits brought in line) — so the per-event cost is a clock read on each side, a comparison, a
+//! load of the next slot's stamp (the line the consumer reads next anyway) and of the class's
+//! refusal counters (a line written only when refusing), with no lock and no allocation. The
+//! limit is rounded up after subtracting 10⁻⁹, so a product that should be whole is not rounded
+//! up by float error.
 
 use std::time::Duration;
 

@@ -112,8 +112,6 @@ impl Adapting {
     /// class's previous delivery as busy time if the class had a backlog all along: its next
     /// event was already queued at that delivery, or since then an offer to it was refused (a
     /// class held at its limit can be emptied by a batch while offers are turned away).
-    /// Kept out of line so that `Consumer::pop` stays small.
-    #[inline(never)]
     fn delivered<E>(
         &mut self,
         k: usize,
@@ -175,6 +173,30 @@ impl Consumer {
         Consumer { sched: Scheduler::new(config), classes, unreleased: 0, adaptive }
     }
 
+    /// Adaptive admission: accounts a delivery of `class` just popped (its wait, and the class's
+    /// busy time); `held_back` is the class's running count of refused offers. Kept apart from
+    /// [`Consumer::pop`], which a static channel runs alone.
+    #[inline(never)]
+    pub(crate) fn delivered<E>(
+        &mut self,
+        class: ClassId,
+        enqueued_at: Option<Instant>,
+        now: &mut LazyNow,
+        rings: &[Ring<Entry<E, Instant>>],
+        held_back: u64,
+    ) {
+        let k = class.index();
+        if let Some(a) = self.adaptive.as_deref_mut() {
+            a.delivered(k, enqueued_at, now.get(), &rings[k], self.classes[k].next, held_back);
+        }
+    }
+
+    /// Whether admission is adaptive (the receive path checks this before anything else of it).
+    #[inline]
+    pub(crate) fn is_adaptive(&self) -> bool {
+        self.adaptive.is_some()
+    }
+
     /// Adaptive admission: closes the control window if its interval is over, feeds it to the
     /// controller and returns it, for the caller to publish its limits and rates. `None` when
     /// static or mid-window.
@@ -207,15 +229,7 @@ impl Consumer {
     /// `hold_dead` a head that would be dead-lettered is left where it is ([`Next::Held`]): a
     /// receive that already holds deliveries returns them before any sink call could delay
     /// them past their deadlines. The position taken stays unreleased until [`Consumer::flush`].
-    /// `held_back(k)` is class `k`'s running count of refused offers (for adaptive admission's
-    /// busy time; not called otherwise).
-    pub(crate) fn pop<E>(
-        &mut self,
-        rings: &[Ring<Entry<E, Instant>>],
-        now: &mut LazyNow,
-        hold_dead: bool,
-        held_back: impl Fn(usize) -> u64,
-    ) -> Next<E> {
+    pub(crate) fn pop<E>(&mut self, rings: &[Ring<Entry<E, Instant>>], now: &mut LazyNow, hold_dead: bool) -> Next<E> {
         let classes = &self.classes;
         let Some(k) = self.sched.pick_by(|k| rings[k].ready(classes[k].next)) else { return Next::Empty };
         // `pick_by` returns the index of a configured class.
@@ -228,11 +242,7 @@ impl Consumer {
         c.next += 1;
         c.unreleased += 1;
         self.unreleased |= 1 << k;
-        let pop = dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get());
-        if let (Some(a), Pop::Deliver(d)) = (self.adaptive.as_deref_mut(), &pop) {
-            a.delivered(k, d.enqueued_at, now.get(), &rings[k], c.next, held_back(k));
-        }
-        Next::Pop(pop)
+        Next::Pop(dequeue(entry, class, c.codel.as_mut(), &mut c.stats, &mut self.sched, || now.get()))
     }
 
     /// Takes class `k`'s oldest event out as a dead letter with `reason`, waiting the few

@@ -305,6 +305,7 @@ impl<E> Sender<E> {
     /// # Panics
     ///
     /// If `class` is not configured.
+    #[inline]
     pub fn try_send_with_deadline(
         &self,
         event: E,

@@ -163,10 +163,11 @@ impl<T> Ring<T> {
         self.capacity as usize
     }
 
-    /// The occupancy at which the class counts as full: the admission limit, never above the
-    /// capacity.
+    /// The occupancy at which the class counts as full: the admission limit (`set_limit` keeps
+    /// it within `1..=capacity`).
+    #[inline]
     fn bound(&self) -> u32 {
-        self.producer.limit.load(Relaxed).min(self.capacity)
+        self.producer.limit.load(Relaxed)
     }
 
     /// The admission limit in force.
@@ -174,9 +175,9 @@ impl<T> Ring<T> {
         self.bound() as usize
     }
 
-    /// Sets the admission limit (clamped to `1..=capacity` when read).
+    /// Sets the admission limit, clamped to `1..=capacity`.
     pub(crate) fn set_limit(&self, limit: u32) {
-        self.producer.limit.store(limit.max(1), Relaxed);
+        self.producer.limit.store(limit.clamp(1, self.capacity), Relaxed);
     }
 
     /// Occupancy from `tail` and a released count; `None` when the released count is ahead of

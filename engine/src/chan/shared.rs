@@ -429,6 +429,7 @@ impl<E> Shared<E> {
     /// RMW, so a producer's claim is ordered against it: either the claim comes first and the
     /// `reconcile` sees it, or it comes after and the producer sees the new limit when it
     /// computes whether its claim filled the class.
+    #[inline(never)]
     fn adapt(&self, c: &mut Consumer, now: &mut LazyNow) {
         let Some(controller) = c.adapt(now) else { return };
         for (k, &limit) in controller.limits().iter().enumerate() {
@@ -493,9 +494,13 @@ impl<E> Shared<E> {
             // Once it holds deliveries, a receive stops at a head that would be dead-lettered:
             // the sink (user code, maybe slow) runs only before anything is handed out, so no
             // delivery waits behind it past its deadline. The held head goes first next time.
+            let adaptive = c.is_adaptive();
             while got < limit {
-                match c.pop(&self.rings, &mut now, got > 0, |k| self.held_back(k)) {
+                match c.pop(&self.rings, &mut now, got > 0) {
                     Next::Pop(Pop::Deliver(d)) => {
+                        if adaptive {
+                            c.delivered(d.class, d.enqueued_at, &mut now, &self.rings, self.held_back(d.class.index()));
+                        }
                         out(d);
                         got += 1;
                     }
@@ -507,7 +512,9 @@ impl<E> Shared<E> {
                 }
             }
             self.flush(&mut c);
-            self.adapt(&mut c, &mut now);
+            if adaptive {
+                self.adapt(&mut c, &mut now);
+            }
             if dead.is_some() {
                 drop(c);
                 self.dead_letter(dead);
