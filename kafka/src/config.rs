@@ -20,13 +20,15 @@ pub struct NodeConfig {
     pub(crate) revoke_drain: Duration,
     pub(crate) session_timeout: Duration,
     pub(crate) prefetch_kbytes: usize,
+    pub(crate) fetch_wait: Duration,
     pub(crate) client: Vec<(String, String)>,
 }
 
 impl NodeConfig {
     /// Nodes of consumer group `group` on the cluster at `bootstrap` (`host:port,…`), with the
     /// defaults: topic prefix `veltrix`, commits every 200 ms, 5 s to finish a revoked
-    /// partition's events, a 10 s session timeout, 1 MiB of prefetch per consumer.
+    /// partition's events, a 10 s session timeout, 1 MiB of prefetch per partition, fetches
+    /// that wait at most 20 ms for data.
     pub fn new(bootstrap: impl Into<String>, group: impl Into<String>) -> NodeConfig {
         NodeConfig {
             bootstrap: bootstrap.into(),
@@ -37,6 +39,7 @@ impl NodeConfig {
             revoke_drain: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             prefetch_kbytes: 1024,
+            fetch_wait: Duration::from_millis(20),
             client: Vec::new(),
         }
     }
@@ -74,10 +77,19 @@ impl NodeConfig {
         self
     }
 
-    /// How much each class's consumer may fetch ahead of its credit, in KiB
-    /// (`queued.max.messages.kbytes`): with the credit, the bound on what a node holds.
+    /// How much the node may fetch ahead of its credit per partition, in KiB
+    /// (`queued.max.messages.kbytes`, and at most 10,000 messages): with the credit, the bound
+    /// on what a node holds.
     pub fn prefetch_kbytes(mut self, kbytes: usize) -> NodeConfig {
         self.prefetch_kbytes = kbytes;
+        self
+    }
+
+    /// How long the broker may hold a fetch that found no data (`fetch.wait.max.ms`). A
+    /// partition resumed after its class got credit back waits for the fetch in flight, so
+    /// this bounds the extra latency of a paused class, at the price of idle fetches.
+    pub fn fetch_wait(mut self, wait: Duration) -> NodeConfig {
+        self.fetch_wait = wait;
         self
     }
 
@@ -128,6 +140,9 @@ impl NodeConfig {
         if !(1..=2_097_151).contains(&self.prefetch_kbytes) {
             return bad("prefetch_kbytes", format!("{}: must be in 1..=2097151", self.prefetch_kbytes));
         }
+        if !(1..=300_000).contains(&self.fetch_wait.as_millis()) {
+            return bad("fetch_wait", format!("{:?}: must be 1 ms to 300 s", self.fetch_wait));
+        }
         if let Some((key, _)) = self.client.iter().find(|(k, _)| RESERVED.contains(&k.as_str())) {
             return bad("client_setting", format!("{key:?} is set by the node (its guarantees rest on it)"));
         }
@@ -157,14 +172,23 @@ impl NodeConfig {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).max(100).to_string())
+            // Per partition (intake reads each partition's own queue): the client stops
+            // fetching a partition whose queue holds this many messages or kilobytes.
+            .set("queued.min.messages", "10000")
             .set("queued.max.messages.kbytes", self.prefetch_kbytes.to_string())
+            .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
+            // A full prefetch queue would otherwise postpone the partition's next fetch by 1 s.
+            .set("fetch.queue.backoff.ms", "5")
+            // A partition resumed from a pause discards the fetch in flight for it, which
+            // librdkafka answers like a fetch error: with this backoff (default 500 ms).
+            .set("fetch.error.backoff.ms", "10")
             .set("isolation.level", "read_committed");
         c
     }
 }
 
 /// librdkafka settings the node sets itself.
-const RESERVED: [&str; 9] = [
+const RESERVED: [&str; 13] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -174,6 +198,10 @@ const RESERVED: [&str; 9] = [
     "enable.idempotence",
     "acks",
     "queued.max.messages.kbytes",
+    "queued.min.messages",
+    "fetch.wait.max.ms",
+    "fetch.queue.backoff.ms",
+    "fetch.error.backoff.ms",
 ];
 
 /// One route and class's settings on a node.
@@ -324,6 +352,7 @@ mod tests {
             (NodeConfig::new("b:1", "g").commit_every(Duration::ZERO), "commit_every"),
             (NodeConfig::new("b:1", "g").session_timeout(Duration::from_millis(10)), "session_timeout"),
             (NodeConfig::new("b:1", "g").prefetch_kbytes(0), "prefetch_kbytes"),
+            (NodeConfig::new("b:1", "g").fetch_wait(Duration::ZERO), "fetch_wait"),
             (NodeConfig::new("b:1", "g").client_setting("enable.auto.commit", "true"), "client_setting"),
         ];
         for (config, setting) in cases {

@@ -1,7 +1,7 @@
 //! The event a handler sees, and the per-(route, class) lane state behind it: credit, counters,
 //! and the commit tracker of every partition the lane owns.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -161,8 +161,10 @@ pub(crate) struct Lane {
     pub(crate) node: Arc<NodeShared>,
     pub(crate) counters: Counters,
     partitions: Mutex<Partitions>,
-    /// Partitions paused with the offset to read again from (taken by intake, cleared on revoke).
-    pub(crate) held: Mutex<BTreeMap<i32, i64>>,
+    /// Messages read that the lane could not take yet (no credit, or the partition's commit
+    /// window full), in order per partition: one per partition read from its own queue
+    /// (which is not read further meanwhile), and those the main queue delivers.
+    pending: Mutex<BTreeMap<i32, VecDeque<OwnedMessage>>>,
 }
 
 impl Lane {
@@ -194,7 +196,7 @@ impl Lane {
             node,
             counters: Counters::default(),
             partitions: Mutex::new(Partitions::default()),
-            held: Mutex::new(BTreeMap::new()),
+            pending: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -203,8 +205,8 @@ impl Lane {
         self.partitions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn held(&self) -> MutexGuard<'_, BTreeMap<i32, i64>> {
-        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    pub(crate) fn pending(&self) -> MutexGuard<'_, BTreeMap<i32, VecDeque<OwnedMessage>>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Takes one unit of credit, if any is free.
@@ -216,10 +218,6 @@ impl Lane {
         self.free.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub(crate) fn has_credit(&self) -> bool {
-        self.free.load(Ordering::Acquire) > 0
-    }
-
     /// Starts owning `partitions` (a new assignment).
     pub(crate) fn assign(&self, partitions: &[i32]) {
         let mut owned = self.partitions();
@@ -228,9 +226,9 @@ impl Lane {
             owned.map.insert(p, Owned::new(generation, self.window));
         }
         drop(owned);
-        let mut held = self.held();
+        let mut pending = self.pending();
         for p in partitions {
-            held.remove(p);
+            pending.remove(p);
         }
     }
 }
@@ -282,8 +280,14 @@ impl Partitions {
         }
     }
 
-    pub(crate) fn has_room(&self, partition: i32, offset: i64) -> bool {
-        self.map.get(&partition).is_some_and(|o| o.tracker.has_room(offset))
+    /// Whether `partition` is owned (revoked or not).
+    pub(crate) fn owns(&self, partition: i32) -> bool {
+        self.map.contains_key(&partition)
+    }
+
+    /// Partitions owned and not being revoked.
+    pub(crate) fn owned(&self) -> usize {
+        self.map.values().filter(|o| !o.revoked).count()
     }
 
     fn finish(&mut self, partition: i32, generation: u64, offset: i64) -> bool {

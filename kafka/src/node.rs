@@ -4,14 +4,16 @@
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{BorrowedMessage, Header};
+use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::VecDeque;
 use veltrix_engine::runtime::{
     Engine, EngineBuilder, Handler, HandlerContext, Outcome, RouteId, RouteSpec, Routed, ShutdownReport, Submission,
 };
@@ -72,8 +74,6 @@ const FINISH: u8 = 2;
 const TURN: usize = 256;
 /// How long intake sleeps with nothing to do (credit coming back wakes it sooner).
 const IDLE: Duration = Duration::from_millis(1);
-/// How long a seek back to a held offset may take before intake tries again later.
-const SEEK_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl NodeBuilder {
     /// Registers `route` with its classes and workers; `handler` sees each [`KafkaEvent`] and
@@ -148,12 +148,25 @@ impl NodeBuilder {
         let mut intakes = Vec::with_capacity(lanes.len());
         for lane in &lanes {
             let client_id = format!("veltrix-{}-{}-{}", config.group, lane.route, lane.class_name);
-            let context = LaneContext { lane: lane.clone(), drain: config.revoke_drain };
-            let consumer: BaseConsumer<LaneContext> =
-                config.consumer_config(&client_id).create_with_context(context)?;
+            let context = LaneContext {
+                lane: lane.clone(),
+                drain: config.revoke_drain,
+                consumer: OnceLock::new(),
+                handoff: Mutex::new(Vec::new()),
+            };
+            let consumer: Arc<BaseConsumer<LaneContext>> =
+                Arc::new(config.consumer_config(&client_id).create_with_context(context)?);
+            let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
             consumer.subscribe(&[&lane.topic])?;
             let route = engine.route_id(&lane.route).expect("the node registered every route");
-            intakes.push(LaneIntake { consumer, lane: lane.clone(), route, paused: std::cell::Cell::new(false) });
+            intakes.push(LaneIntake {
+                consumer,
+                lane: lane.clone(),
+                route,
+                paused: std::cell::Cell::new(false),
+                queues: Default::default(),
+                next: Default::default(),
+            });
         }
         // Critical classes first, across routes.
         intakes.sort_by_key(|l| l.lane.class.index());
@@ -211,6 +224,12 @@ impl Node {
     /// Events held now (taken, not yet finished and dropped), and the most ever held.
     pub fn held(&self) -> (usize, usize) {
         (self.shared.live(), self.shared.max_live())
+    }
+
+    /// The partitions the group has assigned to this node now, over all lanes (a node starts
+    /// with none: joining the group takes a rebalance).
+    pub fn assigned(&self) -> usize {
+        self.lanes.iter().map(|l| l.partitions().owned()).sum()
     }
 
     /// The credit over all lanes: the most events the node holds.
@@ -278,8 +297,8 @@ pub struct ClassReport {
     pub expired_on_arrival: u64,
     /// Refused by the engine (the class full under `Reject`): dead-lettered as `refused`.
     pub refused: u64,
-    /// Times a partition was paused at a message the lane had no credit or commit window for;
-    /// it is read again from that message when the lane has room.
+    /// Messages fetched that had to wait (no credit, or their partition's commit window full):
+    /// kept in order, their partition paused, and taken when there is room.
     pub held_back: u64,
     /// Copies of a message already taken (not handled again).
     pub again: u64,
@@ -391,6 +410,9 @@ impl Intake {
         }
         for lane in &self.lanes {
             lane.commit(CommitMode::Sync);
+            // The queues hold the consumer: let it go, so dropping it below closes it.
+            lane.queues.borrow_mut().clear();
+            lane.consumer.context().handoff.lock().unwrap_or_else(|p| p.into_inner()).clear();
         }
         // Dropping the consumers closes them: each leaves the group (its partitions go to the
         // other nodes at once) after the revocation commits what is left.
@@ -399,30 +421,34 @@ impl Intake {
 
 /// One class's consumer, driven by the intake thread.
 struct LaneIntake {
-    consumer: BaseConsumer<LaneContext>,
+    consumer: Arc<BaseConsumer<LaneContext>>,
     lane: Arc<Lane>,
     route: RouteId,
     /// The whole assignment is paused (no credit, or stopping).
     paused: std::cell::Cell<bool>,
+    /// Each owned partition's own queue: read only while the lane has credit, so the client
+    /// stops fetching a partition once its queue holds its prefetch (no pause needed).
+    queues: std::cell::RefCell<Vec<(i32, PartitionQueue<LaneContext>)>>,
+    /// Where the next turn starts among `queues` (every partition gets the first turn in turn).
+    next: std::cell::Cell<usize>,
 }
 
 impl LaneIntake {
-    /// One turn: resume what has room, take up to [`TURN`] messages, pause when out of credit.
-    /// Returns whether any message came.
+    /// One turn: serve the consumer's callbacks (and any message fetched before its
+    /// partition's queue was split off), then read the partition queues while the lane has
+    /// credit, at most [`TURN`] messages. Returns whether anything moved.
+    ///
+    /// Credit is checked before a partition queue is read, so what the lane cannot take stays
+    /// in the client's prefetch, which stops fetching at `queued.max.messages.kbytes`: the
+    /// backlog stays in Kafka without pausing anything.
     fn pump(&self, engine: &Engine<KafkaEvent>, dlq: &Dlq, taking: bool) -> bool {
         let lane = &*self.lane;
-        if taking && lane.has_credit() {
-            self.release_held();
-            if self.paused.get() {
-                self.set_paused(false);
-            }
-        }
-        let mut n = 0;
-        while n < TURN {
+        let mut moved = 0;
+        while moved < TURN {
             let Some(polled) = self.consumer.poll(Duration::ZERO) else { break };
-            n += 1;
+            moved += 1;
             match polled {
-                Ok(m) => self.arrive(&m, engine, dlq, taking),
+                Ok(m) => self.arrive(m.detach(), engine, dlq, taking),
                 Err(e) => {
                     lane.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(topic = %lane.topic, error = %e, "poll failed; retrying");
@@ -430,96 +456,143 @@ impl LaneIntake {
                 }
             }
         }
-        if !self.paused.get() && !(taking && lane.has_credit()) {
-            self.set_paused(true);
-        }
-        n > 0
-    }
-
-    /// Pauses or resumes the whole assignment (held partitions stay paused).
-    fn set_paused(&self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else { return };
-        let held = self.lane.held();
-        let mut tpl = TopicPartitionList::new();
-        for e in assignment.elements() {
-            if pause || !held.contains_key(&e.partition()) {
-                tpl.add_partition(e.topic(), e.partition());
+        self.reconcile_queues();
+        if taking {
+            moved += usize::from(self.take_pending(engine, dlq));
+            let queues = self.queues.borrow();
+            let count = queues.len();
+            let start = self.next.get();
+            self.next.set(start.wrapping_add(1));
+            let mut budget = TURN;
+            for i in 0..count {
+                let (partition, queue) = &queues[(start + i) % count];
+                if lane.pending().contains_key(partition) {
+                    continue;
+                }
+                while budget > 0 && lane.free.load(Ordering::Acquire) > 0 {
+                    let Some(polled) = queue.poll(Duration::ZERO) else { break };
+                    budget -= 1;
+                    moved += 1;
+                    match polled {
+                        Ok(m) => self.arrive(m.detach(), engine, dlq, true),
+                        Err(e) => {
+                            lane.counters.fetch_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(topic = %lane.topic, partition, error = %e, "poll failed; retrying");
+                            break;
+                        }
+                    }
+                    if lane.pending().contains_key(partition) {
+                        // Its commit window is full: the rest waits in its queue.
+                        break;
+                    }
+                }
             }
         }
-        drop(held);
-        let done = if pause { self.consumer.pause(&tpl) } else { self.consumer.resume(&tpl) };
+        // Messages read from the main queue that could not be taken wait in `pending`; should
+        // they pile up (partitions whose queue could not be split off), pause the lane.
+        let piled = !taking || self.pending_len() >= lane.credit;
+        if piled != self.paused.get() && (piled || self.pending_len() <= lane.credit / 2) {
+            self.set_paused(piled);
+        }
+        moved > 0
+    }
+
+    /// Takes the queues split off at the last assignment, and drops those of partitions the
+    /// lane no longer owns (revoked: their next owner reads what was left in them).
+    fn reconcile_queues(&self) {
+        let new = std::mem::take(&mut *self.consumer.context().handoff.lock().unwrap_or_else(|p| p.into_inner()));
+        let mut queues = self.queues.borrow_mut();
+        for (partition, queue) in new {
+            queues.retain(|(p, _)| *p != partition);
+            queues.push((partition, queue));
+        }
+        let owned = self.lane.partitions();
+        queues.retain(|(p, _)| owned.owns(*p));
+    }
+
+    fn pending_len(&self) -> usize {
+        self.lane.pending().values().map(VecDeque::len).sum()
+    }
+
+    /// Pauses or resumes the whole assignment.
+    fn set_paused(&self, pause: bool) {
+        let Ok(assignment) = self.consumer.assignment() else { return };
+        let done = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
         match done {
             Ok(()) => self.paused.set(pause),
             Err(e) => tracing::warn!(topic = %self.lane.topic, error = %e, pause, "pause/resume failed; retrying"),
         }
     }
 
-    /// Pauses `partition` at `offset`, the first message it could not take: it is read again
-    /// from there once the lane has credit and the partition's commit window has room.
-    fn hold(&self, partition: i32, offset: i64) {
-        let mut held = self.lane.held();
-        if held.contains_key(&partition) {
+    /// A message fetched: behind its partition's pending ones if it has any, else taken if
+    /// there is room, else the first pending one of its partition.
+    fn arrive(&self, m: OwnedMessage, engine: &Engine<KafkaEvent>, dlq: &Dlq, taking: bool) {
+        let partition = m.partition();
+        if let Some(queue) = self.lane.pending().get_mut(&partition) {
+            queue.push_back(m);
+            self.lane.counters.held_back.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        held.insert(partition, offset);
-        drop(held);
-        self.lane.counters.held_back.fetch_add(1, Ordering::Relaxed);
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&self.lane.topic, partition);
-        if let Err(e) = self.consumer.pause(&tpl) {
-            tracing::warn!(topic = %self.lane.topic, partition, error = %e, "pause failed");
+        if let Err(m) = self.take(m, engine, dlq, taking) {
+            self.lane.pending().entry(partition).or_default().push_back(m);
+            self.lane.counters.held_back.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Seeks every held partition with room back to its held offset and resumes it.
-    fn release_held(&self) {
-        let held: Vec<(i32, i64)> = self.lane.held().iter().map(|(&p, &o)| (p, o)).collect();
-        for (partition, offset) in held {
-            if !self.lane.partitions().has_room(partition, offset) {
-                continue;
+    /// Takes pending messages, in order per partition, while there is room.
+    fn take_pending(&self, engine: &Engine<KafkaEvent>, dlq: &Dlq) -> bool {
+        let partitions: Vec<i32> = {
+            let pending = self.lane.pending();
+            if pending.is_empty() {
+                return false;
             }
-            let sought = self.consumer.seek(&self.lane.topic, partition, Offset::Offset(offset), SEEK_TIMEOUT);
-            if let Err(e) = sought {
-                tracing::warn!(topic = %self.lane.topic, partition, offset, error = %e, "seek failed; retrying");
-                continue;
-            }
-            self.lane.held().remove(&partition);
-            if !self.paused.get() {
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&self.lane.topic, partition);
-                if let Err(e) = self.consumer.resume(&tpl) {
-                    tracing::warn!(topic = %self.lane.topic, partition, error = %e, "resume failed");
+            pending.keys().copied().collect()
+        };
+        let mut took = false;
+        for partition in partitions {
+            loop {
+                let next = self.lane.pending().get_mut(&partition).and_then(VecDeque::pop_front);
+                let Some(m) = next else { break };
+                match self.take(m, engine, dlq, true) {
+                    Ok(()) => took = true,
+                    Err(m) => {
+                        if let Some(queue) = self.lane.pending().get_mut(&partition) {
+                            queue.push_front(m);
+                        }
+                        break;
+                    }
                 }
             }
+            let mut pending = self.lane.pending();
+            if pending.get(&partition).is_some_and(VecDeque::is_empty) {
+                pending.remove(&partition);
+            }
         }
+        took
     }
 
-    fn arrive(&self, m: &BorrowedMessage<'_>, engine: &Engine<KafkaEvent>, dlq: &Dlq, taking: bool) {
+    /// Takes `m` into the engine (or the dead-letter topic); gives it back if the lane has no
+    /// credit or its partition no commit window to spare.
+    fn take(&self, m: OwnedMessage, engine: &Engine<KafkaEvent>, dlq: &Dlq, taking: bool) -> Result<(), OwnedMessage> {
         let lane = &self.lane;
-        let (partition, offset) = (m.partition(), m.offset());
-        if lane.held().contains_key(&partition) {
-            // Fetched before the pause: read again from the held offset.
-            return;
-        }
         if !taking || !lane.take_credit() {
-            self.hold(partition, offset);
-            return;
+            return Err(m);
         }
-        let generation = match lane.partitions().take(partition, offset) {
+        let generation = match lane.partitions().take(m.partition(), m.offset()) {
             Admit::Taken(generation) => generation,
             Admit::Full => {
                 lane.give_credit();
-                self.hold(partition, offset);
-                return;
+                return Err(m);
             }
             Admit::Again => {
                 lane.give_credit();
                 lane.counters.again.fetch_add(1, Ordering::Relaxed);
-                return;
+                return Ok(());
             }
+            // Revoked meanwhile: its next owner reads it.
             Admit::NotOwned => {
                 lane.give_credit();
-                return;
+                return Ok(());
             }
         };
         lane.counters.taken.fetch_add(1, Ordering::Relaxed);
@@ -533,7 +606,7 @@ impl LaneIntake {
             // Assumes the node's clock agrees with the producer's to well within a deadline.
             now.saturating_sub(Duration::from_millis(ts.max(0) as u64))
         });
-        let event = KafkaEvent::new(m.detach(), generation, lane.clone());
+        let event = KafkaEvent::new(m, generation, lane.clone());
         let mut deadline = None;
         if let Some(d) = lane.deadline {
             // The deadline counts from the message's timestamp: time spent in Kafka is spent.
@@ -541,7 +614,7 @@ impl LaneIntake {
             if left.is_zero() {
                 lane.counters.expired_on_arrival.fetch_add(1, Ordering::Relaxed);
                 dlq.send(Letter { event, reason: "expired" });
-                return;
+                return Ok(());
             }
             deadline = Some(tokio::time::Instant::now() + left);
         }
@@ -563,6 +636,7 @@ impl LaneIntake {
             // Closed (the node is stopping): not committed, read again by the next owner.
             Err(e) => drop(e.into_inner()),
         }
+        Ok(())
     }
 
     /// Commits every partition whose commit point moved past what the broker confirmed.
@@ -603,14 +677,33 @@ fn commit_points(consumer: &BaseConsumer<LaneContext>, lane: &Lane, points: &[(i
 struct LaneContext {
     lane: Arc<Lane>,
     drain: Duration,
+    /// The consumer itself, to split a partition's queue off before it is assigned.
+    consumer: OnceLock<Weak<BaseConsumer<LaneContext>>>,
+    /// Queues split off at an assignment, for intake to take after the poll that ran it.
+    handoff: Mutex<Vec<(i32, PartitionQueue<LaneContext>)>>,
 }
 
 impl ClientContext for LaneContext {}
 
 impl ConsumerContext for LaneContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.revoke(consumer, tpl);
+        match rebalance {
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl),
+            // Before the client starts fetching them: every message of these partitions
+            // arrives in their own queue, none ahead of it in the main one.
+            Rebalance::Assign(tpl) => {
+                let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else { return };
+                let mut handoff = self.handoff.lock().unwrap_or_else(|p| p.into_inner());
+                for partition in partitions_of(tpl, &self.lane.topic) {
+                    match consumer.split_partition_queue(&self.lane.topic, partition) {
+                        Some(queue) => handoff.push((partition, queue)),
+                        None => {
+                            tracing::warn!(topic = %self.lane.topic, partition, "partition queue not split: read from the main queue")
+                        }
+                    }
+                }
+            }
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -651,9 +744,10 @@ impl LaneContext {
         let partitions = partitions_of(tpl, &lane.topic);
         lane.partitions().revoke(&partitions);
         {
-            let mut held = lane.held();
+            // Fetched, never taken: the next owner reads them.
+            let mut pending = lane.pending();
             for p in &partitions {
-                held.remove(p);
+                pending.remove(p);
             }
         }
         let lost = consumer.assignment_lost();
@@ -798,14 +892,14 @@ impl Dlq {
     fn retry_failed(&self) {
         let failed = std::mem::take(&mut *self.producer.context().failed.lock().unwrap_or_else(|p| p.into_inner()));
         for letter in failed {
-            self.send(*letter);
+            self.send(letter);
         }
     }
 }
 
 #[derive(Default)]
 struct DlqContext {
-    failed: std::sync::Mutex<Vec<Box<Letter>>>,
+    failed: std::sync::Mutex<Vec<Letter>>,
 }
 
 impl ClientContext for DlqContext {}
@@ -823,7 +917,7 @@ impl ProducerContext for DlqContext {
             Err((e, _)) => {
                 counters.dlq_retries.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, offset = letter.event.offset(), "dead letter not written; sending again");
-                self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(letter);
+                self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*letter);
             }
         }
     }
