@@ -132,7 +132,6 @@ struct ClassControl {
     capacity: u32,
     rate: Option<f64>,
     gain: f64,
-    limit: u32,
 }
 
 /// The adaptive admission law over a configuration's classes: sans-IO, deterministic, no
@@ -178,10 +177,10 @@ impl Controller {
                 let capacity = spec.capacity as u32;
                 let target_given = spec.target_delay.unwrap_or(adaptive.target);
                 let target = target_given.as_secs_f64();
-                ClassControl { target, target_given, capacity, rate: None, gain: 1.0, limit: capacity }
+                ClassControl { target, target_given, capacity, rate: None, gain: 1.0 }
             })
             .collect();
-        let limits = classes.iter().map(|c| c.limit).collect();
+        let limits = classes.iter().map(|c| c.capacity).collect();
         Some(Controller { classes, limits })
     }
 
@@ -215,12 +214,11 @@ impl Controller {
             }
             let gain = c.gain.min(above);
             above = gain;
-            c.limit = match c.rate {
+            *limit = match c.rate {
                 None => c.capacity,
                 // Less a hair, so that a product that should be whole is not rounded up by float error.
                 Some(r) => (gain * r * c.target - 1e-9).ceil().clamp(1.0, f64::from(c.capacity)) as u32,
             };
-            *limit = c.limit;
         }
         &self.limits
     }
@@ -301,6 +299,19 @@ mod tests {
         // Busy for a tenth of the window at 2,000 per second: a twentieth of the way.
         let brief = Window { delivered: 20, late: 0, busy: MS100 / 10, busy_delivered: 20 };
         assert_eq!(c.update(MS100, &[IDLE, brief]), [10_000, 82]);
+    }
+
+    #[test]
+    fn a_busy_stretch_too_short_to_measure_measures_nothing() {
+        // Deliveries in a backlog the clock did not see pass (a coarse or paused clock): no
+        // rate (it would be infinite), so the limit stays where it was.
+        let mut c = controller(10_000, 100);
+        let instant = Window { delivered: 5, late: 0, busy: Duration::ZERO, busy_delivered: 5 };
+        assert_eq!(c.update(MS100, &[IDLE, instant]), [10_000, 10_000]);
+        assert_eq!(c.rate(1), None);
+        c.update(MS100, &[IDLE, BUSY]);
+        assert_eq!(c.update(MS100, &[IDLE, instant]), [10_000, 100]);
+        assert_eq!(c.rate(1), Some(1000.0));
     }
 
     #[test]
