@@ -27,6 +27,7 @@
 
 use serde::Serialize;
 
+use crate::report::round3;
 use crate::run::SystemRun;
 use crate::scenario::Scenario;
 use crate::theory::quantile;
@@ -207,10 +208,6 @@ fn cv(xs: &[f64]) -> f64 {
     }
     let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0);
     var.sqrt() / mean
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 #[cfg(test)]

@@ -146,7 +146,8 @@ impl Percentiles {
     }
 }
 
-fn round3(x: f64) -> f64 {
+/// Three decimals: what every report number keeps, so reruns compare byte for byte.
+pub(crate) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }
 
