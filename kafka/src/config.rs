@@ -57,7 +57,8 @@ impl NodeConfig {
     }
 
     /// How often finished offsets are committed (they are also committed on revocation and
-    /// at shutdown). A crash replays at most this much handled work.
+    /// at shutdown). A crash replays the work handled since the last commit, and everything
+    /// finished above an event that was still running.
     pub fn commit_every(mut self, every: Duration) -> NodeConfig {
         self.commit_every = every;
         self
@@ -85,9 +86,9 @@ impl NodeConfig {
         self
     }
 
-    /// How long the broker may hold a fetch that found no data (`fetch.wait.max.ms`). A
-    /// partition resumed after its class got credit back waits for the fetch in flight, so
-    /// this bounds the extra latency of a paused class, at the price of idle fetches.
+    /// How long the broker may hold a fetch that found no data (`fetch.wait.max.ms`): with a
+    /// partition's queue empty, an event published meanwhile waits for the fetch in flight to
+    /// end, so this bounds its extra latency, at the price of idle fetches.
     pub fn fetch_wait(mut self, wait: Duration) -> NodeConfig {
         self.fetch_wait = wait;
         self
@@ -179,16 +180,13 @@ impl NodeConfig {
             .set("fetch.wait.max.ms", self.fetch_wait.as_millis().to_string())
             // A full prefetch queue would otherwise postpone the partition's next fetch by 1 s.
             .set("fetch.queue.backoff.ms", "5")
-            // A partition resumed from a pause discards the fetch in flight for it, which
-            // librdkafka answers like a fetch error: with this backoff (default 500 ms).
-            .set("fetch.error.backoff.ms", "10")
             .set("isolation.level", "read_committed");
         c
     }
 }
 
 /// librdkafka settings the node sets itself.
-const RESERVED: [&str; 13] = [
+const RESERVED: [&str; 12] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -201,7 +199,6 @@ const RESERVED: [&str; 13] = [
     "queued.min.messages",
     "fetch.wait.max.ms",
     "fetch.queue.backoff.ms",
-    "fetch.error.backoff.ms",
 ];
 
 /// One route and class's settings on a node.

@@ -97,9 +97,10 @@ impl KafkaEvent {
 impl Drop for KafkaEvent {
     fn drop(&mut self) {
         if !*self.finished.get_mut() {
-            // Not handled and no dead letter written: not committed, read again by the next owner.
-            // Its partition's commit point stays below it.
+            // Not handled and no dead letter written: its partition's commit point stays below
+            // it, and the partition's next owner reads it again.
             self.lane.counters.left.fetch_add(1, Ordering::Relaxed);
+            self.lane.partitions().abandon(self.partition(), self.generation);
         }
         self.lane.free.fetch_add(1, Ordering::AcqRel);
         self.lane.node.live.fetch_sub(1, Ordering::Relaxed);
@@ -247,19 +248,27 @@ struct Owned {
     committed: Option<i64>,
     /// Revocation started: nothing more is taken.
     revoked: bool,
+    /// Events taken and dropped unfinished: still below the commit point's reach, but no
+    /// longer running (a revocation does not wait for them).
+    abandoned: usize,
 }
 
 impl Owned {
     fn new(generation: u64, window: usize) -> Owned {
-        Owned { generation, tracker: CommitTracker::new(window), committed: None, revoked: false }
+        Owned { generation, tracker: CommitTracker::new(window), committed: None, revoked: false, abandoned: 0 }
+    }
+
+    /// Events of this partition still running (or waiting for their dead letter).
+    fn running(&self) -> usize {
+        self.tracker.in_flight() - self.abandoned
     }
 }
 
 /// What intake may do with a message, by its partition's state.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Admit {
-    /// Taken under this assignment generation.
-    Taken(u64),
+    /// Taken under this assignment generation, after this many offsets Kafka skipped.
+    Taken(u64, u64),
     /// Beyond the partition's commit window: hold the partition.
     Full,
     /// Already taken: a copy.
@@ -271,10 +280,10 @@ pub(crate) enum Admit {
 impl Partitions {
     pub(crate) fn take(&mut self, partition: i32, offset: i64) -> Admit {
         match self.map.get_mut(&partition) {
-            Some(o) if !o.revoked => match o.tracker.take(offset) {
-                Take::Taken => Admit::Taken(o.generation),
-                Take::Full => Admit::Full,
-                Take::Again => Admit::Again,
+            Some(o) if !o.revoked => match (o.tracker.gaps(), o.tracker.take(offset)) {
+                (before, Take::Taken) => Admit::Taken(o.generation, o.tracker.gaps() - before),
+                (_, Take::Full) => Admit::Full,
+                (_, Take::Again) => Admit::Again,
             },
             _ => Admit::NotOwned,
         }
@@ -294,6 +303,12 @@ impl Partitions {
         match self.map.get_mut(&partition) {
             Some(o) if o.generation == generation => o.tracker.finish(offset),
             _ => false,
+        }
+    }
+
+    fn abandon(&mut self, partition: i32, generation: u64) {
+        if let Some(o) = self.map.get_mut(&partition).filter(|o| o.generation == generation) {
+            o.abandoned += 1;
         }
     }
 
@@ -323,22 +338,23 @@ impl Partitions {
         }
     }
 
-    /// Events still in flight in `partitions`.
-    pub(crate) fn in_flight(&self, partitions: &[i32]) -> usize {
-        partitions.iter().filter_map(|p| self.map.get(p)).map(|o| o.tracker.in_flight()).sum()
+    /// Events of `partitions` still running.
+    pub(crate) fn running(&self, partitions: &[i32]) -> usize {
+        partitions.iter().filter_map(|p| self.map.get(p)).map(Owned::running).sum()
     }
 
-    /// Forgets `partitions`; returns their events still in flight (handed back unfinished).
+    /// Forgets `partitions`; returns their events still running (handed back unfinished) and
+    /// the offsets Kafka skipped in them.
     pub(crate) fn release(&mut self, partitions: &[i32]) -> (usize, u64) {
-        let mut left = 0;
+        let mut running = 0;
         let mut gaps = 0;
         for p in partitions {
             if let Some(o) = self.map.remove(p) {
-                left += o.tracker.in_flight();
+                running += o.running();
                 gaps += o.tracker.gaps();
             }
         }
-        (left, gaps)
+        (running, gaps)
     }
 
     pub(crate) fn gaps(&self) -> u64 {

@@ -1,5 +1,5 @@
-//! A Veltrix engine fed by Kafka consumers: the intake thread (credit by pause and resume,
-//! critical classes first), the commit of finished offsets, rebalances, the dead-letter topic,
+//! A Veltrix engine fed by Kafka consumers: the intake thread (each partition's queue read
+//! only while its class has credit, critical classes first), the commit of finished offsets, rebalances, the dead-letter topic,
 //! and the node's lifecycle.
 
 use std::future::Future;
@@ -10,8 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::VecDeque;
 use veltrix_engine::runtime::{
@@ -41,7 +43,7 @@ impl std::fmt::Debug for NodeBuilder {
 
 /// A Veltrix engine whose events come from Kafka: one consumer per route and class (topic
 /// `<prefix>.<route>.<class>`), all in the config's group, so several nodes share the
-/// partitions. A class's partitions are paused while it holds its credit, offsets are
+/// partitions. A class's partitions are read only while it has credit, offsets are
 /// committed only below the lowest event not yet handled or dead-lettered, and dead letters go
 /// to the dead-letter topic with their reason.
 pub struct Node {
@@ -151,6 +153,7 @@ impl NodeBuilder {
             let context = LaneContext {
                 lane: lane.clone(),
                 drain: config.revoke_drain,
+                dlq: dlq.clone(),
                 consumer: OnceLock::new(),
                 handoff: Mutex::new(Vec::new()),
             };
@@ -163,7 +166,6 @@ impl NodeBuilder {
                 consumer,
                 lane: lane.clone(),
                 route,
-                paused: std::cell::Cell::new(false),
                 queues: Default::default(),
                 next: Default::default(),
             });
@@ -227,7 +229,8 @@ impl Node {
     }
 
     /// The partitions the group has assigned to this node now, over all lanes (a node starts
-    /// with none: joining the group takes a rebalance).
+    /// with none: joining the group takes a rebalance, and the first fetch of a partition comes
+    /// up to a second after its assignment).
     pub fn assigned(&self) -> usize {
         self.lanes.iter().map(|l| l.partitions().owned()).sum()
     }
@@ -237,18 +240,19 @@ impl Node {
         self.lanes.iter().map(|l| l.credit).sum()
     }
 
-    /// Stops taking events, lets the engine drain for up to `drain`, waits for the dead
-    /// letters to be written, commits every finished offset and leaves the group. Events
-    /// still unfinished at the drain deadline are not committed: the partition's next owner
-    /// reads them again.
+    /// Stops taking events, lets the engine drain for up to `drain`, waits up to 10 s for the
+    /// dead letters to be written, commits every finished offset and leaves the group. Events
+    /// still unfinished at the drain deadline, and dead letters not yet written, are not
+    /// committed: the partition's next owner reads them again.
     pub async fn shutdown(mut self, drain: Duration) -> NodeReport {
         self.control.store(STOPPING, Ordering::Release);
         self.shared.wake();
         let engine = self.engine.shutdown(drain).await;
         let dlq = self.dlq.clone();
         let flushed = tokio::task::spawn_blocking(move || dlq.producer.flush(DLQ_FLUSH)).await;
-        if !matches!(flushed, Ok(Ok(()))) {
-            tracing::warn!("dead letters not all written at shutdown: their offsets stay uncommitted");
+        let waiting = self.dlq.producer.context().waiting();
+        if !matches!(flushed, Ok(Ok(()))) || waiting > 0 {
+            tracing::warn!(waiting, "dead letters not all written at shutdown: their offsets stay uncommitted");
         }
         self.control.store(FINISH, Ordering::Release);
         self.shared.wake();
@@ -297,8 +301,9 @@ pub struct ClassReport {
     pub expired_on_arrival: u64,
     /// Refused by the engine (the class full under `Reject`): dead-lettered as `refused`.
     pub refused: u64,
-    /// Messages fetched that had to wait (no credit, or their partition's commit window full):
-    /// kept in order, their partition paused, and taken when there is room.
+    /// Messages read that had to wait because their partition's commit window was full (a slow
+    /// event at its head): kept in order and taken when the window has room; the partition's
+    /// queue is not read meanwhile.
     pub held_back: u64,
     /// Copies of a message already taken (not handled again).
     pub again: u64,
@@ -391,7 +396,7 @@ impl Intake {
             let taking = state == RUNNING;
             if !taking && !stopping {
                 stopping = true;
-                tracing::info!("intake stopped: partitions paused");
+                tracing::info!("intake stopped: no partition queue is read any more");
             }
             let mut busy = false;
             for lane in &self.lanes {
@@ -424,8 +429,6 @@ struct LaneIntake {
     consumer: Arc<BaseConsumer<LaneContext>>,
     lane: Arc<Lane>,
     route: RouteId,
-    /// The whole assignment is paused (no credit, or stopping).
-    paused: std::cell::Cell<bool>,
     /// Each owned partition's own queue: read only while the lane has credit, so the client
     /// stops fetching a partition once its queue holds its prefetch (no pause needed).
     queues: std::cell::RefCell<Vec<(i32, PartitionQueue<LaneContext>)>>,
@@ -488,12 +491,6 @@ impl LaneIntake {
                 }
             }
         }
-        // Messages read from the main queue that could not be taken wait in `pending`; should
-        // they pile up (partitions whose queue could not be split off), pause the lane.
-        let piled = !taking || self.pending_len() >= lane.credit;
-        if piled != self.paused.get() && (piled || self.pending_len() <= lane.credit / 2) {
-            self.set_paused(piled);
-        }
         moved > 0
     }
 
@@ -508,20 +505,6 @@ impl LaneIntake {
         }
         let owned = self.lane.partitions();
         queues.retain(|(p, _)| owned.owns(*p));
-    }
-
-    fn pending_len(&self) -> usize {
-        self.lane.pending().values().map(VecDeque::len).sum()
-    }
-
-    /// Pauses or resumes the whole assignment.
-    fn set_paused(&self, pause: bool) {
-        let Ok(assignment) = self.consumer.assignment() else { return };
-        let done = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
-        match done {
-            Ok(()) => self.paused.set(pause),
-            Err(e) => tracing::warn!(topic = %self.lane.topic, error = %e, pause, "pause/resume failed; retrying"),
-        }
     }
 
     /// A message fetched: behind its partition's pending ones if it has any, else taken if
@@ -579,7 +562,19 @@ impl LaneIntake {
             return Err(m);
         }
         let generation = match lane.partitions().take(m.partition(), m.offset()) {
-            Admit::Taken(generation) => generation,
+            Admit::Taken(generation, 0) => generation,
+            Admit::Taken(generation, skipped) => {
+                // Compaction and transaction markers skip offsets; so does retention deleting
+                // records before they were read, which loses them: say so.
+                tracing::warn!(
+                    topic = %lane.topic,
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    skipped,
+                    "offsets skipped by Kafka (compaction, transaction markers, or records deleted by retention before they were read)"
+                );
+                generation
+            }
             Admit::Full => {
                 lane.give_credit();
                 return Err(m);
@@ -613,7 +608,7 @@ impl LaneIntake {
             let left = d.saturating_sub(age.unwrap_or_default());
             if left.is_zero() {
                 lane.counters.expired_on_arrival.fetch_add(1, Ordering::Relaxed);
-                dlq.send(Letter { event, reason: "expired" });
+                dlq.send(Letter { event, reason: "expired", without_payload: false });
                 return Ok(());
             }
             deadline = Some(tokio::time::Instant::now() + left);
@@ -631,10 +626,16 @@ impl LaneIntake {
             Ok(()) => {}
             Err(SubmitError::Full(event) | SubmitError::Rejected(event)) => {
                 lane.counters.refused.fetch_add(1, Ordering::Relaxed);
-                dlq.send(Letter { event, reason: "refused" });
+                dlq.send(Letter { event, reason: "refused", without_payload: false });
             }
-            // Closed (the node is stopping): not committed, read again by the next owner.
-            Err(e) => drop(e.into_inner()),
+            // Closed: not committed, read again by the partition's next owner. Expected while
+            // stopping; while running it means the engine lost its workers.
+            Err(e) => {
+                if taking {
+                    tracing::error!(topic = %lane.topic, error = ?e, "the engine refused an event while running: left uncommitted");
+                }
+                drop(e.into_inner());
+            }
         }
         Ok(())
     }
@@ -677,6 +678,8 @@ fn commit_points(consumer: &BaseConsumer<LaneContext>, lane: &Lane, points: &[(i
 struct LaneContext {
     lane: Arc<Lane>,
     drain: Duration,
+    /// Dead letters whose write failed are sent again while a revocation waits for them.
+    dlq: Arc<Dlq>,
     /// The consumer itself, to split a partition's queue off before it is assigned.
     consumer: OnceLock<Weak<BaseConsumer<LaneContext>>>,
     /// Queues split off at an assignment, for intake to take after the poll that ran it.
@@ -753,7 +756,8 @@ impl LaneContext {
         let lost = consumer.assignment_lost();
         if !lost {
             let deadline = Instant::now() + self.drain;
-            while lane.partitions().in_flight(&partitions) > 0 && Instant::now() < deadline {
+            while lane.partitions().running(&partitions) > 0 && Instant::now() < deadline {
+                self.dlq.retry_failed();
                 std::thread::sleep(Duration::from_millis(2));
             }
             let points = lane.partitions().to_commit(Some(&partitions));
@@ -808,7 +812,7 @@ impl DeadLetterSink<Routed<KafkaEvent>> for DeadLetters {
             // Shutdown, Closed: another node takes it.
             _ => return,
         };
-        self.dlq.send(Letter { event: letter.event.event, reason });
+        self.dlq.send(Letter { event: letter.event.event, reason, without_payload: false });
     }
 }
 
@@ -816,6 +820,9 @@ impl DeadLetterSink<Routed<KafkaEvent>> for DeadLetters {
 pub(crate) struct Letter {
     event: KafkaEvent,
     reason: &'static str,
+    /// Too large for the dead-letter topic with its headers: written without the payload,
+    /// its length in `veltrix-payload-dropped`.
+    without_payload: bool,
 }
 
 /// The dead-letter topic's idempotent producer. A write that fails is sent again (from the
@@ -842,49 +849,45 @@ impl Dlq {
     /// `veltrix-partition`, `veltrix-offset`, `veltrix-route`, `veltrix-class`, `veltrix-group`,
     /// `veltrix-timestamp`), after the original headers; key and payload as they were.
     fn send(&self, letter: Letter) {
-        let mut letter = Box::new(letter);
-        loop {
-            let m = letter.event.message();
-            let mut headers = m.headers().cloned().unwrap_or_default();
-            let lane = &letter.event.lane;
-            let numbers = [
-                m.partition().to_string(),
-                m.offset().to_string(),
-                m.timestamp().to_millis().unwrap_or(-1).to_string(),
-            ];
-            for (key, value) in [
-                ("veltrix-reason", letter.reason),
-                ("veltrix-topic", m.topic()),
-                ("veltrix-partition", &numbers[0]),
-                ("veltrix-offset", &numbers[1]),
-                ("veltrix-timestamp", &numbers[2]),
-                ("veltrix-route", &lane.route),
-                ("veltrix-class", &lane.class_name),
-                ("veltrix-group", &self.group),
-            ] {
-                headers = headers.insert(Header { key, value: Some(value) });
-            }
-            // The record borrows key and payload; the event itself rides along as the opaque.
-            let key = m.key().map(<[u8]>::to_vec);
-            let payload = m.payload().map(<[u8]>::to_vec);
-            let mut record = BaseRecord::with_opaque_to(&self.topic, letter).headers(headers);
-            if let Some(key) = &key {
-                record = record.key(key);
-            }
-            if let Some(payload) = &payload {
-                record = record.payload(payload);
-            }
-            match self.producer.send(record) {
-                Ok(()) => return,
-                Err((e, record)) => {
-                    letter = record.delivery_opaque;
-                    if !matches!(e.rdkafka_error_code(), Some(rdkafka::types::RDKafkaErrorCode::QueueFull)) {
-                        tracing::warn!(error = %e, "dead letter not queued; retrying");
-                    }
-                    // The producer's own thread drains the queue.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
+        let letter = Box::new(letter);
+        let m = letter.event.message();
+        let mut headers = m.headers().cloned().unwrap_or_default();
+        let lane = &letter.event.lane;
+        let numbers = [
+            m.partition().to_string(),
+            m.offset().to_string(),
+            m.timestamp().to_millis().unwrap_or(-1).to_string(),
+            m.payload().map_or(0, <[u8]>::len).to_string(),
+        ];
+        for (key, value) in [
+            ("veltrix-reason", letter.reason),
+            ("veltrix-topic", m.topic()),
+            ("veltrix-partition", &numbers[0]),
+            ("veltrix-offset", &numbers[1]),
+            ("veltrix-timestamp", &numbers[2]),
+            ("veltrix-route", &lane.route),
+            ("veltrix-class", &lane.class_name),
+            ("veltrix-group", &self.group),
+        ] {
+            headers = headers.insert(Header { key, value: Some(value) });
+        }
+        if letter.without_payload {
+            headers = headers.insert(Header { key: "veltrix-payload-dropped", value: Some(&numbers[3]) });
+        }
+        // The record borrows key and payload; the event itself rides along as the opaque.
+        let key = m.key().map(<[u8]>::to_vec);
+        let payload = m.payload().filter(|_| !letter.without_payload).map(<[u8]>::to_vec);
+        let mut record = BaseRecord::with_opaque_to(&self.topic, letter).headers(headers);
+        if let Some(key) = &key {
+            record = record.key(key);
+        }
+        if let Some(payload) = &payload {
+            record = record.payload(payload);
+        }
+        if let Err((e, record)) = self.producer.send(record) {
+            // Never wait here (the caller may be an engine worker or the intake thread): the
+            // intake thread sends it again at its next commit.
+            self.producer.context().failed(e, *record.delivery_opaque);
         }
     }
 
@@ -908,17 +911,31 @@ impl ProducerContext for DlqContext {
     type DeliveryOpaque = Box<Letter>;
 
     fn delivery(&self, result: &DeliveryResult<'_>, letter: Box<Letter>) {
-        let counters = &letter.event.lane.counters;
         match result {
             Ok(_) => {
-                counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                letter.event.lane.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                 letter.event.finish();
             }
-            Err((e, _)) => {
-                counters.dlq_retries.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(error = %e, offset = letter.event.offset(), "dead letter not written; sending again");
-                self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(*letter);
-            }
+            Err((e, _)) => self.failed(e.clone(), *letter),
         }
+    }
+}
+
+impl DlqContext {
+    /// A write that failed, kept to be sent again: without its payload if it was too large.
+    fn failed(&self, e: KafkaError, mut letter: Letter) {
+        let counters = &letter.event.lane.counters;
+        counters.dlq_retries.fetch_add(1, Ordering::Relaxed);
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::MessageSizeTooLarge) {
+            letter.without_payload = true;
+        }
+        if e.rdkafka_error_code() != Some(RDKafkaErrorCode::QueueFull) {
+            tracing::warn!(error = %e, offset = letter.event.offset(), "dead letter not written; sending again");
+        }
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).push(letter);
+    }
+
+    fn waiting(&self) -> usize {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

@@ -9,8 +9,10 @@
 /// offset more than `window` past the commit point is refused ([`Take::Full`]): the caller
 /// leaves it in Kafka until the head of the partition finishes.
 ///
-/// Offsets Kafka itself never delivers (a compacted topic, a transaction's markers) show up as
-/// a jump in the taken offsets; the offsets jumped over count as done, and as [`gaps`](Self::gaps).
+/// Offsets Kafka itself never delivers (a compacted topic, a transaction's markers, records
+/// deleted by retention before they were read) show up as a jump in the taken offsets; the
+/// offsets jumped over count as done, and as [`gaps`](Self::gaps). A jump past the window waits
+/// until every event in flight is finished, then is taken at once.
 ///
 /// # Examples
 ///
@@ -71,6 +73,15 @@ impl CommitTracker {
         }
         if offset < self.next {
             return Take::Again;
+        }
+        if self.in_flight == 0 {
+            // Everything taken is done (`base == next`): a jump of any size is committed past
+            // at once, without walking the window.
+            self.gaps += (offset - self.next) as u64;
+            self.base = Some(offset);
+            self.next = offset + 1;
+            self.in_flight = 1;
+            return Take::Taken;
         }
         if offset - base >= self.window() as i64 {
             return Take::Full;
@@ -188,6 +199,21 @@ mod tests {
         assert_eq!(t.take(128), Take::Taken, "the bits were cleared for reuse");
         assert_eq!(t.take(255), Take::Taken);
         assert_eq!(t.gaps(), 126);
+    }
+
+    #[test]
+    fn a_jump_past_the_window_waits_for_the_events_in_flight_then_goes_through() {
+        let mut t = CommitTracker::new(64);
+        assert_eq!(t.take(0), Take::Taken);
+        assert_eq!(t.take(10_000), Take::Full, "offset 0 still runs");
+        assert!(t.finish(0));
+        assert_eq!(t.take(10_000), Take::Taken, "nothing in flight: a compacted stretch");
+        assert_eq!((t.commit_point(), t.gaps(), t.in_flight()), (Some(10_000), 9_999, 1));
+        assert!(t.finish(10_000));
+        assert_eq!(t.commit_point(), Some(10_001));
+        assert_eq!(t.take(10_001), Take::Taken, "the ring was left clean");
+        assert!(t.finish(10_001));
+        assert_eq!(t.commit_point(), Some(10_002));
     }
 
     #[test]

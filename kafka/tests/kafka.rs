@@ -295,13 +295,9 @@ fn check_nothing_lost(config: &NodeConfig, classes: &[&str], rec: &Recorder, dea
 }
 
 fn check_ledger(name: &str, r: &NodeReport) {
-    let taken = r.sum(|c| c.taken);
-    let ends = r.sum(|c| c.handled + c.dead_lettered + c.left + c.late);
-    assert!(
-        ends >= taken && ends <= taken + r.sum(|c| c.handed_back),
-        "{name}: every event taken ends once: {:#?}",
-        r.classes
-    );
+    // `late` and `handed_back` events end as handled or left too: not counted again.
+    let ends = r.sum(|c| c.handled + c.dead_lettered + c.left);
+    assert_eq!(r.sum(|c| c.taken), ends, "{name}: every event taken ends once: {:#?}", r.classes);
     assert_eq!(r.sum(|c| c.gaps), 0, "{name}: a plain topic has no offset gaps");
     let t = r.engine.stats.total();
     assert!(t.conserved() && t.queued == 0 && t.in_flight() == 0, "{name}: engine ledger settled: {t:?}");
@@ -375,7 +371,6 @@ async fn two_nodes_share_100k_events_over_four_classes_and_lose_none() {
         assert!(r.sum(|c| c.handled) > 0, "node {name} took part: {:#?}", r.classes);
         assert!(r.max_held as u64 <= r.sum(|c| c.credit as u64), "{name} held more than its credit");
     }
-    assert!(reports[0].sum(|c| c.revoked) > 0, "a gave partitions to b");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -595,11 +590,21 @@ async fn three_x_overload_keeps_critical_and_dead_letters_bulk_with_reasons() {
         .expect("node");
     wait_assigned(&node, 2).await;
     let publisher = Publisher::new(&config).expect("publisher");
+    // Warm-up: a node's first fetch of a newly assigned partition comes up to a second after
+    // the assignment (offsets looked up, fetch sessions opened); measure from when it reads.
+    const WARM: u64 = 32;
+    publish_all(&publisher, (1 << 40)..(1 << 40) + WARM, |id| if id % 2 == 0 { "CRITICAL" } else { "BULK" }, 64).await;
+    // (A bulk one may expire on the way: dead-lettered.)
+    wait_until("the warm-up handled", Duration::from_secs(30), || {
+        node.report().iter().map(|c| c.handled + c.dead_lettered).sum::<u64>() == WARM
+    })
+    .await;
+    rec.state.lock().unwrap().latency_ns.clear();
     let stop = Instant::now() + Duration::from_secs(8);
     let critical = steady(&publisher, "CRITICAL", 2, 0, stop);
     let bulk = steady(&publisher, "BULK", 16, 1 << 32, stop);
     let (crit_sent, bulk_sent) = (critical.await.unwrap(), bulk.await.unwrap());
-    let sent = crit_sent + bulk_sent;
+    let sent = crit_sent + bulk_sent + WARM;
     wait_until("every event handled or dead-lettered", Duration::from_secs(120), || {
         let r = node.report();
         r.iter().map(|c| c.handled + c.dead_lettered).sum::<u64>() >= sent
@@ -743,6 +748,29 @@ async fn bad_settings_are_typed_errors() {
     assert!(matches!(e, PublishError::InvalidName(NodeError::InvalidName { kind: "class", .. })), "{e}");
     let e = ensure_topics(&ok(), &[(ROUTE, "c0")], 0, 1).await.unwrap_err();
     assert!(matches!(e, NodeError::InvalidSetting { setting: "partitions", .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Kafka broker: run ci/kafka"]
+async fn compressed_topics_are_read_with_every_codec() {
+    const PER_CODEC: u64 = 1_000;
+    let config = fresh("codecs", &FOUR).await;
+    let codecs = ["gzip", "snappy", "lz4", "zstd"];
+    for (i, codec) in codecs.into_iter().enumerate() {
+        let publisher = Publisher::new(&config.clone().client_setting("compression.type", codec)).expect("publisher");
+        let first = i as u64 * PER_CODEC;
+        publish_all(&publisher, first..first + PER_CODEC, class_of, 200).await;
+    }
+    let rec = Recorder::default();
+    let spec = RouteSpec::new(classes(&FOUR, 128)).workers(2);
+    let node = Node::builder(config.clone()).route(ROUTE, spec, rec.clone()).start().await.expect("node");
+    let n = PER_CODEC * codecs.len() as u64;
+    wait_until("every event handled", Duration::from_secs(60), || rec.distinct() as u64 == n).await;
+    let report = node.shutdown(Duration::from_secs(5)).await;
+    let (events, lost) = check_nothing_lost(&config, &FOUR, &rec, &[]);
+    assert_eq!((events, lost), (n, 0));
+    assert_eq!(report.sum(|c| c.fetch_errors), 0, "{:#?}", report.classes);
+    check_ledger("node", &report);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
