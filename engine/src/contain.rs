@@ -105,4 +105,16 @@ mod tests {
         assert_eq!(call(|| 5).unwrap(), 5);
         assert_eq!(DEPTH.with(Cell::get), 0, "depth restored after a panic");
     }
+
+    #[test]
+    fn a_location_left_by_a_panic_user_code_caught_is_not_the_next_ones() {
+        quiet_hook();
+        // Inside a call, user code catches its own panic: the hook records its location.
+        let caught = call(|| panic::catch_unwind(|| panic!("inner")).is_err());
+        assert!(caught.unwrap());
+        // A panic resumed without the hook (no location of its own) must not get that one.
+        let p = call(|| panic::resume_unwind(Box::new("resumed"))).unwrap_err();
+        assert_eq!(p.message, "resumed");
+        assert_eq!(p.location, None, "{p}");
+    }
 }

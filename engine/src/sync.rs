@@ -127,3 +127,35 @@ pub(crate) fn block_on<F: Future>(fut: F) -> F::Output {
         }
     })
 }
+
+#[cfg(all(test, not(veltrix_loom)))]
+mod tests {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    /// Pending once; its waker is woken by value from another thread after the waiter parked.
+    struct WokenLater(bool);
+
+    impl Future for WokenLater {
+        type Output = &'static str;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<&'static str> {
+            if self.0 {
+                return Poll::Ready("woken");
+            }
+            self.0 = true;
+            let waker = cx.waker().clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                waker.wake();
+            });
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn block_on_parks_until_woken_by_value() {
+        assert_eq!(super::block_on(WokenLater(false)), "woken");
+    }
+}
