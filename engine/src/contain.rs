@@ -102,6 +102,8 @@ mod tests {
         let p = call(|| panic!("boom {}", 7)).unwrap_err();
         assert_eq!(p.message, "boom 7");
         assert!(p.location.as_deref().is_some_and(|l| l.contains("contain.rs")), "{p}");
+        let shown = p.to_string();
+        assert!(shown.starts_with("boom 7 (at ") && shown.contains("contain.rs"), "{shown}");
         assert_eq!(call(|| 5).unwrap(), 5);
         assert_eq!(DEPTH.with(Cell::get), 0, "depth restored after a panic");
     }
