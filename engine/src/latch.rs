@@ -96,3 +96,23 @@ mod loom_tests {
         });
     }
 }
+
+#[cfg(all(test, not(veltrix_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cancelled_wait_leaves_no_waiter_behind() {
+        let latch = Latch::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        {
+            let mut w = Box::pin(latch.wait());
+            assert!(std::future::Future::poll(w.as_mut(), &mut cx).is_pending());
+            assert!(lock(&latch.waiters).has_waiters(0), "the pending wait is registered");
+        }
+        assert!(!lock(&latch.waiters).has_waiters(0), "dropping the wait gave its slot back");
+        latch.set();
+        let mut w = Box::pin(latch.wait());
+        assert!(std::future::Future::poll(w.as_mut(), &mut cx).is_ready());
+    }
+}
