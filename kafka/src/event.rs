@@ -102,8 +102,11 @@ impl Drop for KafkaEvent {
             self.lane.counters.left.fetch_add(1, Ordering::Relaxed);
             self.lane.partitions().abandon(self.partition(), self.generation);
         }
-        self.lane.free.fetch_add(1, Ordering::AcqRel);
+        // It stops counting as held before its credit goes back: intake takes that credit (an
+        // acquire that sees this release) and counts its next event after this decrement, so
+        // the node never counts more events held than its credit.
         self.lane.node.live.fetch_sub(1, Ordering::Relaxed);
+        self.lane.give_credit();
         self.lane.node.wake();
     }
 }
@@ -381,4 +384,51 @@ pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) commit_failed: AtomicU64,
     pub(crate) fetch_errors: AtomicU64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn lane(credit: usize) -> Arc<Lane> {
+        let node = Arc::new(NodeShared::default());
+        let lane = Lane::new("r".into(), "c".into(), ClassId::CRITICAL, "t".into(), credit, None, false, false, node);
+        lane.assign(&[0]);
+        Arc::new(lane)
+    }
+
+    fn message(offset: i64) -> OwnedMessage {
+        OwnedMessage::new(None, None, "t".into(), Timestamp::NotAvailable, 0, offset, None)
+    }
+
+    /// One thread takes credit and events while another drops them: the node never counts more
+    /// events held than the credit allows. Credit given back before the event stops counting as
+    /// held let the taker count one more (a two-node broker run saw 1,025 of 1,024).
+    #[test]
+    fn events_held_never_exceed_the_credit_while_another_thread_drops_them() {
+        const CREDIT: usize = 1;
+        const EVENTS: i64 = 200_000;
+        let lane = lane(CREDIT);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<KafkaEvent>(CREDIT);
+        let dropper = std::thread::spawn(move || rx.into_iter().for_each(drop));
+        for offset in 0..EVENTS {
+            while !lane.take_credit() {
+                std::hint::spin_loop();
+            }
+            let generation = match lane.partitions().take(0, offset) {
+                Admit::Taken(generation, _) => generation,
+                other => panic!("offset {offset} not taken: {other:?}"),
+            };
+            let event = KafkaEvent::new(message(offset), generation, lane.clone());
+            assert!(event.finish(), "offset {offset}: its partition is owned");
+            tx.send(event).unwrap();
+        }
+        drop(tx);
+        dropper.join().unwrap();
+        assert_eq!(lane.node.live(), 0, "every event dropped");
+        assert_eq!(lane.free.load(Ordering::Relaxed), CREDIT, "all credit back");
+        assert!(lane.node.max_live() <= CREDIT, "held {} with credit {CREDIT}", lane.node.max_live());
+        assert_eq!(lane.partitions().to_commit(None), vec![(0, EVENTS)], "every offset finished");
+    }
 }
