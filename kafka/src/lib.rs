@@ -28,8 +28,8 @@
 //! crashes (or its partition moves, or the broker restarts and the group rebalances) is handled
 //! again by the partition's next owner. Nothing is skipped: an offset is committed only when
 //! every offset below it was handled or dead-lettered, or never delivered by Kafka (a gap,
-//! logged; records that retention deleted before the node read them are lost to it). Count duplicates in the handler if they
-//! matter (the tests do, by topic, partition and offset).
+//! logged; records that retention deleted before the node read them are lost to it). Count
+//! duplicates in the handler if they matter (the tests do, by topic, partition and offset).
 //!
 //! # How a node reads
 //!

@@ -853,12 +853,8 @@ impl Dlq {
         let m = letter.event.message();
         let mut headers = m.headers().cloned().unwrap_or_default();
         let lane = &letter.event.lane;
-        let numbers = [
-            m.partition().to_string(),
-            m.offset().to_string(),
-            m.timestamp().to_millis().unwrap_or(-1).to_string(),
-            m.payload().map_or(0, <[u8]>::len).to_string(),
-        ];
+        let numbers =
+            [m.partition().to_string(), m.offset().to_string(), m.timestamp().to_millis().unwrap_or(-1).to_string()];
         for (key, value) in [
             ("veltrix-reason", letter.reason),
             ("veltrix-topic", m.topic()),
@@ -872,7 +868,8 @@ impl Dlq {
             headers = headers.insert(Header { key, value: Some(value) });
         }
         if letter.without_payload {
-            headers = headers.insert(Header { key: "veltrix-payload-dropped", value: Some(&numbers[3]) });
+            let bytes = m.payload().map_or(0, <[u8]>::len).to_string();
+            headers = headers.insert(Header { key: "veltrix-payload-dropped", value: Some(&bytes) });
         }
         // The record borrows key and payload; the event itself rides along as the opaque.
         let key = m.key().map(<[u8]>::to_vec);
